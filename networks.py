@@ -1,0 +1,496 @@
+"""The networks of pix2pixHD (Wang et al., CVPR 2018), sections 3.2 and 3.4 of the paper.
+
+pix2pixHD synthesizes a photo from a semantic label map with a conditional GAN whose pieces are:
+
+* the coarse-to-fine generator G = {G1, G2} (sec. 3.2):
+    - ``GlobalGenerator`` G1, a residual encoder-decoder made of a front-end G1^(F), a stack of
+      residual blocks G1^(R) and a back-end G1^(B), working at half the output resolution;
+    - ``LocalEnhancer`` G2, which wraps G1 and adds its own front-end G2^(F), residual blocks G2^(R)
+      and back-end G2^(B) at full resolution. The input of G2^(R) is the element-wise sum of the
+      G2^(F) feature map and the last feature map of G1^(B);
+* the multi-scale discriminators D1, D2, D3 (sec. 3.2): ``NLayerDiscriminator`` is one 70x70
+  PatchGAN, ``MultiscaleDiscriminator`` runs one per level of an image pyramid and returns every
+  intermediate feature map, which the feature-matching loss (eq. 4, ``losses.py``) needs;
+* the instance feature encoder E (sec. 3.4): ``Encoder``, an encoder-decoder followed by
+  ``instance_average_pool``, which gives every pixel the mean feature of its object instance.
+
+Reading order: building blocks, G1, G2, D_k, E and the pooling, the ``define_*`` constructors with
+the official initialisation, then ``load_official_state_dict``, which loads the checkpoints NVIDIA
+released (whose keys are positions in ``nn.Sequential`` lists, such as ``model.17``) into these
+readable modules.
+
+Numerics follow the official implementation: instance norm without affine parameters, reflection
+padding, ReLU in G and E, LeakyReLU(0.2) in D, 4x4 kernels with padding 2 in D, and weights drawn
+from N(0, 0.02). This file imports only torch, so it can be copied on its own.
+"""
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks shared by G1, G2 and E
+# ---------------------------------------------------------------------------------------------
+
+def stem(in_channels, out_channels):
+    """7x7 convolution with reflection padding, instance norm, ReLU: the first layer of G1, G2, E."""
+    return nn.Sequential(OrderedDict(
+        pad=nn.ReflectionPad2d(3),
+        conv=nn.Conv2d(in_channels, out_channels, kernel_size=7),
+        norm=nn.InstanceNorm2d(out_channels),
+        relu=nn.ReLU(inplace=True),
+    ))
+
+
+def downsample(in_channels, out_channels):
+    """Stride-2 3x3 convolution: (B, C, H, W) -> (B, C', H/2, W/2)."""
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1),
+        norm=nn.InstanceNorm2d(out_channels),
+        relu=nn.ReLU(inplace=True),
+    ))
+
+
+def upsample(in_channels, out_channels):
+    """Stride-2 3x3 transposed convolution: (B, C, H, W) -> (B, C', 2H, 2W).
+
+    ``output_padding=1`` makes the output exactly twice the input size, as in the official code.
+    """
+    return nn.Sequential(OrderedDict(
+        conv=nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1,
+                                output_padding=1),
+        norm=nn.InstanceNorm2d(out_channels),
+        relu=nn.ReLU(inplace=True),
+    ))
+
+
+def output_layer(in_channels, out_channels):
+    """7x7 convolution to the output channels and tanh, so images land in [-1, 1]."""
+    return nn.Sequential(OrderedDict(
+        pad=nn.ReflectionPad2d(3),
+        conv=nn.Conv2d(in_channels, out_channels, kernel_size=7),
+        tanh=nn.Tanh(),
+    ))
+
+
+class ResnetBlock(nn.Module):
+    """Residual block of G^(R): x + conv(relu(norm(conv(x)))), 3x3 convs, reflection padding.
+
+    The official block also allows dropout; pix2pixHD never turns it on, so it is left out.
+    """
+
+    def __init__(self, channels):
+        super().__init__()
+        self.pad1 = nn.ReflectionPad2d(1)
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3)
+        self.norm1 = nn.InstanceNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.pad2 = nn.ReflectionPad2d(1)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3)
+        self.norm2 = nn.InstanceNorm2d(channels)
+
+    def forward(self, x):
+        h = self.relu(self.norm1(self.conv1(self.pad1(x))))
+        return x + self.norm2(self.conv2(self.pad2(h)))
+
+
+def residual_blocks(channels, n_blocks):
+    return nn.Sequential(OrderedDict(
+        (f"block{b + 1}", ResnetBlock(channels)) for b in range(n_blocks)))
+
+
+# ---------------------------------------------------------------------------------------------
+# G1: the global generator
+# ---------------------------------------------------------------------------------------------
+
+class GlobalGenerator(nn.Module):
+    r"""G1, the global generator network (sec. 3.2, fig. 3 of the paper).
+
+    .. math:: G_1(x) = \tanh\big(\mathrm{out}(G_1^{(B)}(G_1^{(R)}(G_1^{(F)}(x))))\big)
+
+    * ``front`` G1^(F): a 7x7 stem of ``ngf`` channels, then ``n_downsample`` stride-2 convolutions,
+      each doubling the width: (B, C_in, H, W) -> (B, ngf 2^n, H/2^n, W/2^n).
+    * ``residual`` G1^(R): ``n_blocks`` residual blocks at that width.
+    * ``back`` G1^(B): ``n_downsample`` stride-2 transposed convolutions halving the width, back to
+      (B, ngf, H, W).
+    * ``output``: 7x7 convolution to ``output_nc`` channels and tanh.
+
+    The paper trains G1 on 1024x512 images; the official defaults are ngf 64, 4 downsamplings and
+    9 residual blocks (about 182.5 M parameters for a 36-channel input).
+
+    With ``with_output=False`` the output layer is an identity and ``forward`` returns the last
+    feature map of G1^(B): this is how the local enhancer G2 uses G1.
+    """
+
+    def __init__(self, input_nc, output_nc=3, ngf=64, n_downsample=4, n_blocks=9,
+                 with_output=True):
+        super().__init__()
+        widths = [ngf * 2 ** i for i in range(n_downsample + 1)]  # ngf, 2 ngf, ..., ngf 2^n
+        self.front = nn.Sequential(OrderedDict(
+            [("stem", stem(input_nc, ngf))]
+            + [(f"down{i + 1}", downsample(widths[i], widths[i + 1])) for i in range(n_downsample)]))
+        self.residual = residual_blocks(widths[-1], n_blocks)
+        self.back = nn.Sequential(OrderedDict(
+            (f"up{i + 1}", upsample(widths[n_downsample - i], widths[n_downsample - i - 1]))
+            for i in range(n_downsample)))
+        self.output = output_layer(ngf, output_nc) if with_output else nn.Identity()
+
+    def forward(self, x):
+        # (B, C_in, H, W) -> (B, ngf 2^n, H/2^n, W/2^n) -> same -> (B, ngf, H, W) -> (B, 3, H, W)
+        return self.output(self.back(self.residual(self.front(x))))
+
+
+# ---------------------------------------------------------------------------------------------
+# G2: the local enhancer
+# ---------------------------------------------------------------------------------------------
+
+class EnhancerBlock(nn.Module):
+    r"""One local enhancer network G2 at one resolution (sec. 3.2).
+
+    .. math:: G_2(x, f) = G_2^{(B)}\big(G_2^{(R)}(G_2^{(F)}(x) + f)\big)
+
+    where f is the last feature map of the coarser generator (G1^(B), or the previous enhancer).
+    ``front`` G2^(F): 7x7 stem of ``ngf`` channels, one stride-2 convolution to 2 ngf channels, so
+    its output has exactly the size and width of f. ``residual`` G2^(R): residual blocks at 2 ngf.
+    ``back`` G2^(B): one transposed convolution back to ngf channels at full resolution. Only the
+    finest enhancer has an ``output`` layer (7x7 conv + tanh).
+    """
+
+    def __init__(self, input_nc, ngf, n_blocks, output_nc=None):
+        super().__init__()
+        self.front = nn.Sequential(OrderedDict(stem=stem(input_nc, ngf),
+                                               down1=downsample(ngf, 2 * ngf)))
+        self.residual = residual_blocks(2 * ngf, n_blocks)
+        self.back = nn.Sequential(OrderedDict(up1=upsample(2 * ngf, ngf)))
+        self.output = output_layer(ngf, output_nc) if output_nc else nn.Identity()
+
+    def forward(self, x, f):
+        # x: (B, C_in, H, W); f: (B, 2 ngf, H/2, W/2) -> (B, ngf, H, W), or (B, 3, H, W) if last
+        return self.output(self.back(self.residual(self.front(x) + f)))
+
+
+def image_pyramid_downsample():
+    """3x3 average pooling, stride 2, padding 1, not counting the padding: the official way both
+    the generator's input pyramid and the discriminators' image pyramid are made."""
+    return nn.AvgPool2d(kernel_size=3, stride=2, padding=1, count_include_pad=False)
+
+
+class LocalEnhancer(nn.Module):
+    r"""The coarse-to-fine generator G = {G1, G2} (sec. 3.2, fig. 3).
+
+    The input x is downsampled ``n_local_enhancers`` times by 2. G1 (here ``G1``, without its output
+    layer) runs on the coarsest input; each enhancer in ``enhancers`` then adds the features of its
+    own, twice finer, input to the features coming from below:
+
+    .. math:: f_0 = G_1^{(B)}(G_1^{(R)}(G_1^{(F)}(x_N))), \quad
+              f_n = G_{2,n}(x_{N-n}, f_{n-1}), \qquad x_0 = x
+
+    and the last ``f_N`` is the image. The paper uses one enhancer (1024x512 -> 2048x1024) and notes
+    that more can be stacked for higher resolutions. Widths follow the official code: G1 is
+    ``ngf * 2^N`` wide and enhancer n is ``ngf * 2^(N-n)`` wide, so the released 1024p model
+    (ngf 32, N = 1) has a 64-wide G1.
+    """
+
+    def __init__(self, input_nc, output_nc=3, ngf=32, n_downsample_global=4, n_blocks_global=9,
+                 n_local_enhancers=1, n_blocks_local=3):
+        super().__init__()
+        if n_local_enhancers < 1:
+            raise ValueError("LocalEnhancer needs n_local_enhancers >= 1; use GlobalGenerator for 0")
+        n = n_local_enhancers
+        self.G1 = GlobalGenerator(input_nc, output_nc, ngf * 2 ** n, n_downsample_global,
+                                  n_blocks_global, with_output=False)
+        self.enhancers = nn.ModuleList(
+            EnhancerBlock(input_nc, ngf * 2 ** (n - k), n_blocks_local,
+                          output_nc if k == n else None)
+            for k in range(1, n + 1))
+        self.downsample = image_pyramid_downsample()
+
+    def forward(self, x):
+        pyramid = [x]  # x_0 = x (full resolution), x_k downsampled k times
+        for _ in self.enhancers:
+            pyramid.append(self.downsample(pyramid[-1]))
+        f = self.G1(pyramid[-1])
+        for k, G2 in enumerate(self.enhancers, start=1):
+            f = G2(pyramid[-1 - k], f)
+        return f
+
+    def load_global_generator(self, state_dict):
+        """Load a trained ``GlobalGenerator``'s state_dict into G1, the first step of the paper's
+        coarse-to-fine training: G1 is trained alone, then G2 is trained around it. G1's own output
+        layer is not part of G2, so its keys are dropped; any other mismatch is an error."""
+        kept = {k: v for k, v in state_dict.items() if not k.startswith("output.")}
+        self.G1.load_state_dict(kept, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# D_k: PatchGAN discriminators at several scales
+# ---------------------------------------------------------------------------------------------
+
+class NLayerDiscriminator(nn.Module):
+    r"""One PatchGAN discriminator D_k (sec. 3.2; Isola et al. 2017).
+
+    ``layers[0]``: 4x4 conv, stride 2, LeakyReLU(0.2), no norm. ``layers[1..n_layers-1]``: 4x4
+    conv, stride 2, instance norm, LeakyReLU, width doubling up to 512. ``layers[n_layers]``: the
+    same with stride 1. ``layers[n_layers+1]``: 4x4 conv, stride 1, to one channel, no activation
+    (LSGAN needs none). With n_layers = 3 each output pixel sees a 70x70 patch of the input.
+
+    ``forward`` returns the output of every layer, the last being the (B, 1, H', W') prediction map:
+    the feature-matching loss of eq. (4) compares the others between real and synthesized pairs.
+    The padding of 2 (the official ``ceil((4 - 1) / 2)``) makes each map one pixel larger than a
+    padding of 1 would; it does not change the receptive field.
+    """
+
+    def __init__(self, input_nc, ndf=64, n_layers=3):
+        super().__init__()
+        widths = [min(ndf * 2 ** j, 512) for j in range(n_layers + 1)]
+        layers = [self._layer(input_nc, widths[0], stride=2, norm=False)]
+        for j in range(1, n_layers + 1):
+            layers.append(self._layer(widths[j - 1], widths[j], stride=2 if j < n_layers else 1))
+        layers.append(nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(widths[-1], 1, kernel_size=4, stride=1, padding=2))))
+        self.layers = nn.ModuleList(layers)
+
+    @staticmethod
+    def _layer(in_channels, out_channels, stride, norm=True):
+        parts = [("conv", nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=stride,
+                                    padding=2))]
+        if norm:
+            parts.append(("norm", nn.InstanceNorm2d(out_channels)))
+        parts.append(("act", nn.LeakyReLU(0.2, inplace=True)))
+        return nn.Sequential(OrderedDict(parts))
+
+    def forward(self, x):
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        return features
+
+
+class MultiscaleDiscriminator(nn.Module):
+    r"""The multi-scale discriminators D1, D2, D3 (sec. 3.2).
+
+    .. math:: \min_G \max_{D_1, D_2, D_3} \sum_{k=1}^{3} \mathcal{L}_{GAN}(G, D_k)
+
+    D_k is an ``NLayerDiscriminator`` with its own weights that sees the (label, image) pair
+    downsampled k - 1 times by 2: D1 has the finest view and guides details, D3 the coarsest with
+    the widest context. ``D[k - 1]`` holds D_k, and ``forward`` returns the list of D_k's features
+    in the same order. The paper uses 3 scales; the official training script defaults to 2.
+    """
+
+    def __init__(self, input_nc, ndf=64, n_layers=3, num_D=3):
+        super().__init__()
+        self.D = nn.ModuleList(NLayerDiscriminator(input_nc, ndf, n_layers) for _ in range(num_D))
+        self.downsample = image_pyramid_downsample()
+
+    def forward(self, x):
+        outputs = []
+        for k, D_k in enumerate(self.D):
+            if k > 0:
+                x = self.downsample(x)  # (B, C, H, W) -> (B, C, H/2, W/2)
+            outputs.append(D_k(x))
+        return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# E: the instance-level feature encoder and instance-wise average pooling
+# ---------------------------------------------------------------------------------------------
+
+def instance_average_pool(features, inst):
+    r"""Instance-wise average pooling (sec. 3.4): every pixel gets the mean feature of its instance.
+
+    .. math:: \bar f(p) = \frac{1}{|I(p)|} \sum_{q \in I(p)} f(q)
+
+    where I(p) is the set of pixels of the same image with the same instance id as pixel p.
+
+    ``features``: (B, C, H, W) float; ``inst``: (B, 1, H, W) integer instance ids (any values, as
+    Cityscapes' ``label * 1000 + k``). Returns a tensor shaped like ``features``.
+
+    Written as one scatter-add over all pixels of the batch, so its cost does not grow with the
+    number of instances and it needs a single host synchronisation (inside ``torch.unique``) where
+    the official code loops in Python over instances and channels. Sums are taken in float32 so
+    that bf16/fp16 features under autocast are averaged accurately. Gradients flow to ``features``.
+    """
+    B, C, H, W = features.shape
+    # Make ids of different images distinct, then number the (image, id) pairs 0..n-1.
+    batch = torch.arange(B, device=inst.device).view(B, 1) << 32
+    keys = inst.reshape(B, H * W).long() + batch
+    ids, index = torch.unique(keys, return_inverse=True)  # index: (B, H*W), values in [0, n)
+    index, n = index.reshape(-1), ids.numel()
+    values = features.permute(0, 2, 3, 1).reshape(-1, C).float()  # (B*H*W, C)
+    sums = torch.zeros(n, C, device=features.device).index_add(0, index, values)
+    counts = torch.bincount(index, minlength=n).unsqueeze(1)
+    means = (sums / counts).to(features.dtype)  # (n, C)
+    return means[index].reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+
+class Encoder(GlobalGenerator):
+    r"""The instance feature encoder E (sec. 3.4).
+
+    .. math:: E(y, I)(p) = \frac{1}{|I(p)|} \sum_{q \in I(p)} \hat E(y)(q)
+
+    \hat E is an encoder-decoder with the same front-end / back-end shape as G1 and no residual
+    blocks (the official code builds it the same way): a 7x7 stem of ``nef`` channels,
+    ``n_downsample`` stride-2 convolutions, as many transposed convolutions, and a 7x7 convolution to
+    ``feat_num`` channels with tanh. Its output is averaged over each instance of the instance map I,
+    so each object carries one low-dimensional feature vector (3 by default) that the generator
+    reads as extra input channels. E is trained jointly with G; at test time its features are
+    replaced by K-means cluster centres to choose an object's style (``manipulate.py``).
+    """
+
+    def __init__(self, input_nc=3, feat_num=3, nef=16, n_downsample=4):
+        super().__init__(input_nc, feat_num, nef, n_downsample, n_blocks=0)
+
+    def forward(self, image, inst):
+        # (B, 3, H, W), (B, 1, H, W) -> (B, feat_num, H, W), constant inside each instance
+        return instance_average_pool(super().forward(image), inst)
+
+
+# ---------------------------------------------------------------------------------------------
+# Constructors with the official initialisation
+# ---------------------------------------------------------------------------------------------
+
+def init_weights(module):
+    """Official initialisation: every (transposed) convolution weight ~ N(0, 0.02); biases keep
+    PyTorch's default. Instance norm here has no parameters, so nothing else is touched."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+    return module
+
+
+def define_G(netG, input_nc, output_nc=3, ngf=64, n_downsample_global=4, n_blocks_global=9,
+             n_local_enhancers=1, n_blocks_local=3):
+    """G1 alone (``netG='global'``) or the full coarse-to-fine G (``netG='local'``), initialised."""
+    if netG == "global":
+        G = GlobalGenerator(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global)
+    elif netG == "local":
+        G = LocalEnhancer(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global,
+                          n_local_enhancers, n_blocks_local)
+    else:
+        raise ValueError(f"--netG must be 'global' or 'local', got {netG!r}")
+    return init_weights(G)
+
+
+def define_D(input_nc, ndf=64, n_layers_D=3, num_D=3):
+    return init_weights(MultiscaleDiscriminator(input_nc, ndf, n_layers_D, num_D))
+
+
+def define_E(input_nc=3, feat_num=3, nef=16, n_downsample_E=4):
+    return init_weights(Encoder(input_nc, feat_num, nef, n_downsample_E))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading NVIDIA's released checkpoints
+# ---------------------------------------------------------------------------------------------
+
+def load_official_state_dict(model, state_dict):
+    """Load a state_dict saved by the official pix2pixHD code into one of our networks.
+
+    ``model`` is a ``GlobalGenerator``, ``LocalEnhancer``, ``Encoder`` or
+    ``MultiscaleDiscriminator`` built with the checkpoint's options (for the released
+    label2city_1024p generator: ``define_G('local', 36, ngf=32)``; for label2city_512p:
+    ``define_G('global', 36)``). Keys are converted (``convert_official_state_dict``) and loaded
+    strictly, so a checkpoint of another configuration fails with the keys or shapes that differ.
+    """
+    model.load_state_dict(convert_official_state_dict(model, state_dict), strict=True)
+    return model
+
+
+def convert_official_state_dict(model, state_dict):
+    """Rename the official keys of ``state_dict`` to ``model``'s keys; check keys and shapes.
+
+    The official networks are ``nn.Sequential`` lists, so their keys are positions: in G1 the stem
+    conv is ``model.1``, downsampling convs ``model.4, 7, ...`` (each followed by norm and ReLU),
+    then one index per residual block (``model.16.conv_block.1`` and ``.5`` are its two convs), the
+    transposed convs, and the output conv. ``official_key_map`` spells out that correspondence.
+    Raises ``ValueError`` listing missing or unexpected keys, or the first shape that differs.
+    """
+    names = official_key_map(model)  # official prefix -> our prefix
+    ours = model.state_dict()
+    converted, unexpected = {}, []
+    for key, value in state_dict.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix not in names:
+            unexpected.append(key)
+            continue
+        converted[f"{names[prefix]}.{leaf}"] = value
+    missing = [k for k in ours if k not in converted]
+    if missing or unexpected:
+        raise ValueError(
+            f"official checkpoint does not fit this {type(model).__name__}: "
+            f"missing keys {_first(missing)}, unexpected keys {_first(unexpected)}; "
+            "build the network with the options it was trained with "
+            "(label2city_1024p: --netG local --ngf 32; label2city_512p: --netG global)")
+    for key, value in converted.items():
+        if tuple(value.shape) != tuple(ours[key].shape):
+            raise ValueError(
+                f"official checkpoint shape mismatch at {key}: checkpoint {tuple(value.shape)}, "
+                f"network {tuple(ours[key].shape)}; check --label_nc, --no_instance, "
+                "--instance_feat and the widths")
+    return converted
+
+
+def official_key_map(model):
+    """{official module prefix: our module prefix} for every layer with weights in ``model``."""
+    if isinstance(model, LocalEnhancer):
+        names = _global_generator_keys(model.G1, "model", "G1.")
+        for n, G2 in enumerate(model.enhancers, start=1):
+            names.update(_enhancer_keys(G2, f"model{n}_1", f"model{n}_2", f"enhancers.{n - 1}."))
+        return names
+    if isinstance(model, GlobalGenerator):  # also the Encoder, which has the same layout
+        return _global_generator_keys(model, "model", "")
+    if isinstance(model, MultiscaleDiscriminator):
+        # Official 'scale{s}' counts from the coarsest image: scale num_D-1 is our D1 (= D[0]).
+        num_D = len(model.D)
+        return {f"scale{s}_layer{j}.0": f"D.{num_D - 1 - s}.layers.{j}.conv"
+                for s in range(num_D) for j in range(len(model.D[0].layers))}
+    raise TypeError(f"no official layout is known for {type(model).__name__}")
+
+
+def _global_generator_keys(G1, theirs, ours):
+    n_down, n_blocks = len(G1.front) - 1, len(G1.residual)
+    # Official Sequential: [pad, conv, norm, relu] + n_down * [conv, norm, relu]
+    #                      + n_blocks * [ResnetBlock] + n_down * [convT, norm, relu]
+    #                      + [pad, conv, tanh]
+    names = {f"{theirs}.1": f"{ours}front.stem.conv"}
+    for i in range(n_down):
+        names[f"{theirs}.{4 + 3 * i}"] = f"{ours}front.down{i + 1}.conv"
+    first_block = 4 + 3 * n_down
+    names.update(_residual_keys(theirs, first_block, f"{ours}residual", n_blocks))
+    first_up = first_block + n_blocks
+    for i in range(n_down):
+        names[f"{theirs}.{first_up + 3 * i}"] = f"{ours}back.up{i + 1}.conv"
+    if not isinstance(G1.output, nn.Identity):
+        names[f"{theirs}.{first_up + 3 * n_down + 1}"] = f"{ours}output.conv"
+    return names
+
+
+def _enhancer_keys(G2, front, rest, ours):
+    # Official model{n}_1: [pad, conv7, norm, relu, conv3 stride 2, norm, relu]
+    # Official model{n}_2: n_blocks * [ResnetBlock] + [convT, norm, relu] (+ [pad, conv7, tanh])
+    n_blocks = len(G2.residual)
+    names = {f"{front}.1": f"{ours}front.stem.conv", f"{front}.4": f"{ours}front.down1.conv",
+             f"{rest}.{n_blocks}": f"{ours}back.up1.conv"}
+    names.update(_residual_keys(rest, 0, f"{ours}residual", n_blocks))
+    if not isinstance(G2.output, nn.Identity):
+        names[f"{rest}.{n_blocks + 4}"] = f"{ours}output.conv"
+    return names
+
+
+def _residual_keys(theirs, first, ours, n_blocks):
+    # Official conv_block: [pad, conv, norm, relu, pad, conv, norm]: convs at positions 1 and 5.
+    names = {}
+    for b in range(n_blocks):
+        names[f"{theirs}.{first + b}.conv_block.1"] = f"{ours}.block{b + 1}.conv1"
+        names[f"{theirs}.{first + b}.conv_block.5"] = f"{ours}.block{b + 1}.conv2"
+    return names
+
+
+def _first(keys, n=6):
+    if not keys:
+        return "none"
+    more = f" ... ({len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
