@@ -1,0 +1,524 @@
+r"""Synthesis with a trained pix2pixHD generator, or with one of NVIDIA's released ones (paper
+sec. 4 results; sec. 3.4 instance features at test time).
+
+At test time the generator is all there is: the label map s becomes G's input (one-hot labels and
+the instance boundary map, ``data.generator_input``) and G(s) is the photo. With instance features
+(``--instance_feat``, sec. 3.4) G reads ``feat_num`` more channels, one low-dimensional feature per
+object instance, which come either from the encoder E run on a real photo (``encoded``: the photo's
+own styles) or from the K-means cluster centres that ``manipulate.py encode`` saved (``clusters``:
+one centre of the instance's class drawn at random for each instance, as the official code does):
+
+.. math:: \hat x = G\big(s \oplus B(I) \oplus F\big), \qquad
+          F(p) = E(x, I)(p) \;\text{or}\; \mu^{c(I(p))}_{k(I(p))}
+
+where B(I) is the boundary map of the instance map I, c(i) the class of instance i and k(i) a
+cluster index drawn with a seeded generator.
+
+Usage::
+
+    python infer.py --name NAME --dataroot ROOT --phase test          # a whole split + index.html
+    python infer.py --name NAME --label L.png --inst I.png --out O.png # one label map
+    python infer.py --official_checkpoint checkpoints/label2city_1024p/latest_net_G.pth \
+        --netG local --ngf 32 --dataroot ./cityscapes --phase test     # NVIDIA's 2048x1024 model
+
+Contents, in reading order:
+
+* ``Model``, ``load_model`` (our checkpoints), ``load_official_model`` (``latest_net_G.pth``);
+* ``synthesize``: G's input and G, under autocast on CUDA;
+* ``instance_feature_map``: F from E or from the cluster file; ``sample_cluster_features`` (pure);
+* the cluster file: ``save_clusters`` / ``load_clusters`` (``.npz``, arrays only, no pickle);
+* inputs: ``load_inputs`` (one label map, instance map and photo from files) and
+  ``inference_dataset`` (a split), both at the size the model was trained at, without crops;
+* ``run_dataset`` / ``run_files``: the command-line work, ``write_index_html``; ``main``.
+"""
+
+import argparse
+import html
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+import data
+import networks
+import train
+from train import UserError
+
+# The cluster file's default name beside the checkpoint (manipulate.py encode writes it).
+CLUSTER_FILE = "clusters.npz"
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: ours and NVIDIA's
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Model:
+    """A generator G ready for inference, with the encoder E when it was trained with
+    ``--instance_feat``, the training options ``opt`` (official flag names), where it runs
+    (``amp``: under autocast) and the file it came from."""
+    G: torch.nn.Module
+    E: Optional[torch.nn.Module]
+    opt: argparse.Namespace
+    device: torch.device
+    amp: bool
+    source: str
+
+
+def load_model(path, device="cpu", amp=None):
+    """Load G (and E) from a checkpoint written by train.py (``checkpoints/NAME/latest.pt``).
+    ``amp`` None means autocast on CUDA only (bf16 where supported, else fp16)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no checkpoint there; train one with train.py --name "
+                        f"{path.parent.name}, or check --name, --checkpoints_dir, --which_epoch")
+    checkpoint = train.load_checkpoint(path)
+    opt = argparse.Namespace(**checkpoint["opt"])
+    G, _, E = train.build_networks(opt)
+    G.load_state_dict(checkpoint["G"])
+    if E is not None:
+        E.load_state_dict(checkpoint["E"])
+    return _ready(G, E, opt, device, amp, path)
+
+
+def load_official_model(path, netG="local", ngf=32, label_nc=35, no_instance=False,
+                        instance_feat=False, feat_num=3, n_downsample_global=4, n_blocks_global=9,
+                        n_local_enhancers=1, n_blocks_local=3, device="cpu", amp=None):
+    """Load a generator saved by NVIDIA's pix2pixHD (``latest_net_G.pth``, a plain state_dict with
+    ``model.17.conv_block.1.weight``-style keys) through ``networks.load_official_state_dict``.
+
+    The released Cityscapes models: label2city_1024p is ``netG='local', ngf=32``, label2city_512p
+    is ``netG='global', ngf=64``; both take 35 one-hot labels + the boundary map (36 channels).
+    The file is loaded with ``weights_only=True``: it holds tensors only.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--official_checkpoint {path}: no such file; download latest_net_G.pth "
+                        "of label2city_1024p from the official pix2pixHD README (see README.md)")
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    opt = argparse.Namespace(
+        label_nc=label_nc, no_instance=no_instance, instance_feat=instance_feat,
+        feat_num=feat_num, netG=netG, ngf=ngf, n_downsample_global=n_downsample_global,
+        n_blocks_global=n_blocks_global, n_local_enhancers=n_local_enhancers,
+        n_blocks_local=n_blocks_local, n_downsample_E=4,
+        # The official test scripts: 1024p runs at the file's size, 512p scales to 1024 wide.
+        loadSize=1024, fineSize=512, resize_or_crop="none" if netG == "local" else "scale_width")
+    label_channels = (label_nc if label_nc > 0 else 3) + (0 if no_instance else 1)
+    G = networks.define_G(netG, label_channels + (feat_num if instance_feat else 0), 3, ngf,
+                          n_downsample_global, n_blocks_global, n_local_enhancers, n_blocks_local)
+    try:
+        networks.load_official_state_dict(G, state_dict)
+    except ValueError as err:
+        raise UserError(f"--official_checkpoint {path}: {err}") from None
+    return _ready(G, None, opt, device, amp, path)
+
+
+def _ready(G, E, opt, device, amp, path):
+    device = torch.device(device)
+    amp = device.type == "cuda" if amp is None else amp
+    G = G.to(device).eval()
+    E = E.to(device).eval() if E is not None else None
+    return Model(G, E, opt, device, amp, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis
+# ---------------------------------------------------------------------------------------------
+
+def synthesize(model, label, inst, features=None):
+    r"""\hat x = G(s \oplus B(I) \oplus F): (B, 1, H, W) label ids (or (B, 3, H, W) RGB labels when
+    label_nc is 0), (B, 1, H, W) instance ids, optional (B, feat_num, H, W) instance features ->
+    (B, 3, H, W) float32 in [-1, 1] on the model's device. Call it under ``torch.inference_mode``.
+    """
+    opt = model.opt
+    label, inst = label.to(model.device), inst.to(model.device)
+    x = data.generator_input(label, inst, opt.label_nc, opt.no_instance)  # (B, label_nc + 1, H, W)
+    if opt.instance_feat:
+        if features is None:
+            raise ValueError("this G was trained with --instance_feat: pass the instance features")
+        # (B, label_nc + 1, H, W) -> (B, label_nc + 1 + feat_num, H, W)
+        x = torch.cat([x, features.to(model.device, x.dtype)], dim=1)
+    with autocast(model):
+        return model.G(x).float()
+
+
+def autocast(model):
+    """bf16 autocast where the device supports it, else fp16; a no-op when ``model.amp`` is off."""
+    bf16 = model.device.type != "cuda" or torch.cuda.is_bf16_supported()
+    return torch.autocast(model.device.type, dtype=torch.bfloat16 if bf16 else torch.float16,
+                          enabled=model.amp)
+
+
+def instance_feature_map(model, inst, source, image=None, clusters=None, generator=None,
+                         noted=None):
+    """F for G's extra channels: (B, feat_num, H, W), or None when G has no instance features.
+
+    ``source='encoded'``: E(x, I) on the real photo ``image`` (B, 3, H, W), the photo's own styles.
+    ``source='clusters'``: ``sample_cluster_features`` with ``clusters`` ({class id: (K, feat_num)})
+    and ``generator``; classes without clusters get zeros and are named on stdout, once per class
+    when the caller passes the same set ``noted`` for a whole split.
+    """
+    if not model.opt.instance_feat:
+        return None
+    if source == "encoded":
+        if image is None:
+            raise UserError("--feature_source encoded needs the real photo (--image, or a split "
+                            "with photos); use --feature_source clusters with a cluster file")
+        with autocast(model):
+            return model.E(image.to(model.device), inst.to(model.device)).float()
+    if clusters is None:
+        raise UserError("--feature_source clusters needs a cluster file: make one with "
+                        "`python manipulate.py encode --name NAME` or pass --cluster_file")
+    features, missing = sample_cluster_features(inst, clusters, model.opt.feat_num, generator)
+    noted = set() if noted is None else noted
+    for c in sorted(set(missing) - noted):
+        noted.add(c)
+        print(f"note: class {c} ({data.class_name(c)}) has no clusters in the cluster file: its "
+              "instances get zero features")
+    return features.to(model.device)
+
+
+def sample_cluster_features(inst, clusters, feat_num, generator=None):
+    r"""Fill each instance with one cluster centre of its class, drawn uniformly at random.
+
+    .. math:: F(p) = \mu^{c(i)}_{k_i}, \quad i = I(p), \quad k_i \sim U\{0, .., K_{c(i)} - 1\}
+
+    ``inst`` (B, 1, H, W) instance ids (class = id // 1000 for ids >= 1000, else the id itself);
+    ``clusters`` {class id: (K, feat_num) centres}. Draws are made in order of (image, instance
+    id) from ``generator`` (a CPU ``torch.Generator``), so a seed fixes the result. Returns the
+    (B, feat_num, H, W) float32 map on ``inst``'s device, and the sorted list of classes that
+    had no clusters (their instances get zeros, where the official code left memory unset).
+    """
+    B, _, H, W = inst.shape
+    ids = inst.reshape(B, H * W).long().cpu()
+    span = int(ids.max()) + 1 if ids.numel() else 1
+    # Keys (image, id) so that the same id in two images draws twice; sorted by torch.unique.
+    keys, inverse = torch.unique(ids + span * torch.arange(B).unsqueeze(1), return_inverse=True)
+    table = torch.zeros(len(keys), feat_num)  # one feature per (image, instance)
+    missing = set()
+    for row, key in enumerate(keys.tolist()):
+        c = data.instance_class(key % span)
+        if c not in clusters:
+            missing.add(c)
+            continue
+        centres = torch.as_tensor(clusters[c], dtype=torch.float32)  # (K, feat_num)
+        table[row] = centres[torch.randint(len(centres), (1,), generator=generator)[0]]
+    features = table[inverse.reshape(-1)].reshape(B, H, W, feat_num).permute(0, 3, 1, 2)
+    return features.contiguous().to(inst.device), sorted(missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster file
+# ---------------------------------------------------------------------------------------------
+
+def save_clusters(path, centers, feat_num, label_nc, counts=None):
+    """Write K-means centres per class as ``.npz`` of plain arrays (loads with allow_pickle=False):
+    ``feat_num``, ``label_nc``, ``class_ids`` (C,), and per class ``centers_<id>`` (K, feat_num)
+    and, when given, ``counts_<id>`` (K,) instances per cluster. The official ``.npy`` of a
+    dict needs pickle, which numpy refuses by default."""
+    arrays = {"feat_num": np.array(feat_num), "label_nc": np.array(label_nc),
+              "class_ids": np.array(sorted(centers), dtype=np.int64)}
+    for c, mu in centers.items():
+        arrays[f"centers_{c}"] = np.asarray(torch.as_tensor(mu).cpu(), dtype=np.float32)
+        if counts is not None:
+            arrays[f"counts_{c}"] = np.asarray(torch.as_tensor(counts[c]).cpu(), dtype=np.int64)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to another suffix
+        np.savez(f, **arrays)
+
+
+def load_clusters(path, feat_num=None, label_nc=None):
+    """{class id: (K, feat_num) float32 tensor} from ``save_clusters``' file. With ``feat_num`` /
+    ``label_nc`` given, a file made for another encoder or label set is refused (UserError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"cluster file {path} not found; make it with `python manipulate.py "
+                        "encode --name NAME` or pass --cluster_file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            made_with = int(f["feat_num"]), int(f["label_nc"])
+            clusters = {int(c): torch.from_numpy(f[f"centers_{c}"]) for c in f["class_ids"]}
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"cluster file {path} is not one written by manipulate.py encode "
+                        f"({err}); re-run `python manipulate.py encode`") from None
+    if (feat_num is not None and made_with[0] != feat_num) or (
+            label_nc is not None and made_with[1] != label_nc):
+        raise UserError(f"cluster file {path} was made with feat_num {made_with[0]}, label_nc "
+                        f"{made_with[1]}, but this model has feat_num {feat_num}, label_nc "
+                        f"{label_nc}; re-run `python manipulate.py encode` for this checkpoint")
+    return clusters
+
+
+# ---------------------------------------------------------------------------------------------
+# One label map from files
+# ---------------------------------------------------------------------------------------------
+
+def load_inputs(label_path, inst_path=None, image_path=None, opt=None):
+    """(label, inst, image or None), batches of one, from files: a label map of ids (an RGB
+    picture when label_nc is 0), an optional instance map of 16-bit ids, an optional photo. They
+    are read, checked and resized exactly as ``inference_dataset`` does for a split (data.py's own
+    readers and geometry). Without an instance map the label map doubles as one, so the boundary
+    channel marks class boundaries."""
+    label_img = data.read_image(label_path)
+    if opt.label_nc > 0:
+        label_img = data.check_label_map(label_img, label_path, opt.label_nc)
+    else:
+        label_img = label_img.convert("RGB")
+    inst_img = photo = None
+    if inst_path:
+        inst_img = data.read_instance_map(inst_path)
+        data.check_same_size(label_path, label_img, inst_path, inst_img)
+    if image_path:
+        photo = data.read_image(image_path).convert("RGB")
+        data.check_same_size(label_path, label_img, image_path, photo)
+    geometry = inference_geometry(label_img.size, opt)
+    if opt.label_nc > 0:
+        label_img = data.transform(label_img, geometry, Image.NEAREST)
+        label = torch.from_numpy(np.asarray(label_img, dtype=np.int64))[None, None]  # (1, 1, H, W)
+    else:
+        label = data.to_tensor(data.transform(label_img, geometry, Image.BICUBIC))[None]
+    H, W = label.shape[-2:]
+    if inst_img is not None:
+        inst_img = data.transform(inst_img, geometry, Image.NEAREST)
+        inst = torch.from_numpy(np.asarray(inst_img, dtype=np.int64))[None, None]  # (1, 1, H, W)
+    else:
+        inst = label.long() if opt.label_nc > 0 else torch.zeros(1, 1, H, W, dtype=torch.long)
+    image = None
+    if photo is not None:
+        image = data.to_tensor(data.transform(photo, geometry, Image.BICUBIC))[None]  # (1, 3, H, W)
+    return label, inst, image
+
+
+def inference_geometry(size, opt):
+    """The resize (and central crop) ``inference_dataset`` applies to an input of ``size``: the
+    dataset's own ``draw_geometry`` with the model's options, no flip."""
+    settings = argparse.Namespace(resize_or_crop=inference_resize_or_crop(opt),
+                                  load_size=opt.loadSize, fine_size=opt.fineSize,
+                                  size_multiple=size_multiple(opt), is_train=False, no_flip=True)
+    return data.PairedDataset.draw_geometry(settings, size)
+
+
+def size_multiple(opt):
+    """G's total downsampling (and E's, with instance features): input sides must be multiples."""
+    n = opt.n_downsample_global + (opt.n_local_enhancers if opt.netG == "local" else 0)
+    return 2 ** (max(n, opt.n_downsample_E) if opt.instance_feat else n)
+
+
+def inference_dataset(opt, dataroot, phase="test"):
+    """``phase``'s split of ``dataroot`` at the size the model ``opt`` was trained at, whole
+    images when the training cropped at random, never flipped."""
+    return data.PairedDataset(dataroot, phase, opt.label_nc, opt.no_instance, opt.loadSize,
+                              opt.fineSize, inference_resize_or_crop(opt), no_flip=True,
+                              size_multiple=size_multiple(opt), is_train=False)
+
+
+def inference_resize_or_crop(opt):
+    """Training's ``resize_or_crop`` without the random crop of scale_width_and_crop (test images
+    are synthesized whole, as the official test scripts do). resize_and_crop keeps a central
+    fineSize crop: data.py has no resize-only mode."""
+    return {"scale_width_and_crop": "scale_width"}.get(opt.resize_or_crop, opt.resize_or_crop)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line's work
+# ---------------------------------------------------------------------------------------------
+
+def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=None, seed=0,
+                how_many=None, num_workers=0):
+    """Synthesize every label map of ``dataroot``'s ``phase`` split into ``out_dir/images`` and
+    write ``out_dir/index.html``. Returns (number of images, images per second of synthesis)."""
+    opt = model.opt
+    dataset = inference_dataset(opt, dataroot, phase)
+    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
+    images = Path(out_dir) / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    rows, seconds, noted = [], 0.0, set()
+    for i, batch in enumerate(loader):
+        if how_many is not None and i >= how_many:
+            break
+        stem = dataset.stems[i]
+        has_image = bool(batch.get("has_image", torch.tensor([True]))[0])
+        source = feature_source or ("encoded" if has_image else "clusters")
+        start = time.perf_counter()
+        with torch.inference_mode():
+            features = instance_feature_map(model, batch["inst"], source,
+                                            batch["image"] if has_image else None, clusters,
+                                            generator, noted)
+            fake = synthesize(model, batch["label"], batch["inst"], features)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        seconds += time.perf_counter() - start
+        row = {"stem": stem, "label": f"images/{stem}_label.png",
+               "synthesized": f"images/{stem}_synthesized.png"}
+        label_picture(batch["label"][0], opt.label_nc).save(images / f"{stem}_label.png")
+        data.save_image(fake[0].cpu(), images / f"{stem}_synthesized.png")
+        if has_image:
+            row["real"] = f"images/{stem}_real.png"
+            data.save_image(batch["image"][0], images / f"{stem}_real.png")
+        rows.append(row)
+    write_index_html(Path(out_dir) / "index.html", rows, title=str(out_dir))
+    return len(rows), len(rows) / max(seconds, 1e-9)
+
+
+def run_files(model, label_path, inst_path, image_path, out_path, feature_source=None,
+              clusters=None, seed=0):
+    """Synthesize one label map from files and save it to ``out_path``."""
+    label, inst, image = load_inputs(label_path, inst_path, image_path, model.opt)
+    source = feature_source or ("encoded" if image is not None else "clusters")
+    with torch.inference_mode():
+        features = instance_feature_map(model, inst, source, image, clusters,
+                                        torch.Generator().manual_seed(seed))
+        fake = synthesize(model, label, inst, features)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    data.save_image(fake[0].cpu(), out_path)
+
+
+def label_picture(label, label_nc):
+    """The label map as a PIL image: Cityscapes colours for ids, the RGB label itself otherwise."""
+    if label_nc == 0:
+        return data.tensor_to_image(label.float())
+    return Image.fromarray(data.colorize_label(label.cpu()).permute(1, 2, 0).numpy())
+
+
+def write_index_html(path, rows, title):
+    """A results page: one table row per image, colourised label | synthesized | real photo."""
+    head = "<tr><th>image</th><th>label map</th><th>synthesized</th><th>real photo</th></tr>"
+    cells = []
+    for row in rows:
+        imgs = "".join(
+            f'<td><img src="{html.escape(row[k])}" style="max-width:100%"></td>' if k in row
+            else "<td></td>" for k in ("label", "synthesized", "real"))
+        cells.append(f"<tr><td>{html.escape(row['stem'])}</td>{imgs}</tr>")
+    Path(path).write_text(
+        f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+        f"</head><body><h1>{html.escape(title)}</h1>\n<table>\n{head}\n" + "\n".join(cells)
+        + "\n</table></body></html>\n")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Synthesize photos from label maps with a trained pix2pixHD generator "
+                    "(train.py) or NVIDIA's released one (--official_checkpoint).")
+    g = p.add_argument_group("model")
+    g.add_argument("--name", default=None, help="run name: loads checkpoints_dir/name/latest.pt")
+    g.add_argument("--checkpoints_dir", default="./checkpoints",
+                   help="where runs are saved (./checkpoints)")
+    g.add_argument("--which_epoch", default="latest",
+                   help="'latest' (default) or an epoch number N (epoch_N.pt)")
+    g.add_argument("--official_checkpoint", default=None,
+                   help="NVIDIA's latest_net_G.pth instead of a run of ours; give its --netG/--ngf")
+    g.add_argument("--netG", default="local", choices=["global", "local"],
+                   help="official checkpoint only: 'local' for label2city_1024p, 'global' for "
+                        "label2city_512p")
+    g.add_argument("--ngf", type=int, default=None,
+                   help="official checkpoint only: 32 for label2city_1024p (the default for "
+                        "--netG local), 64 for label2city_512p (the default for --netG global)")
+    g.add_argument("--label_nc", type=int, default=35,
+                   help="official checkpoint only: number of label ids (35, Cityscapes)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataroot", default=None, help="dataset root (pix2pixHD or Cityscapes layout)")
+    g.add_argument("--phase", default="test", help="split to synthesize (test)")
+    g.add_argument("--how_many", type=int, default=None, help="stop after N images (all)")
+    g.add_argument("--loadSize", type=int, default=None,
+                   help="input width (scale_width) or size (resize); default: as trained, or "
+                        "1024 for an official checkpoint with --netG global")
+    g.add_argument("--resize_or_crop", default=None,
+                   choices=["none", "scale_width", "resize_and_crop", "scale_width_and_crop"],
+                   help="default: as trained without the crop; 'none' (the file's size) for an "
+                        "official --netG local checkpoint")
+    g.add_argument("--label", default=None, help="one label map PNG instead of --dataroot")
+    g.add_argument("--inst", default=None, help="its instance map PNG (16-bit ids)")
+    g.add_argument("--image", default=None, help="its photo, for --feature_source encoded")
+    g.add_argument("--num_workers", type=int, default=2, help="data loading processes (2)")
+
+    g = p.add_argument_group("instance features (sec. 3.4, models trained with --instance_feat)")
+    g.add_argument("--feature_source", default=None, choices=["encoded", "clusters"],
+                   help="E on the real photo, or a random cluster centre per instance; default: "
+                        "encoded when there is a photo, else clusters")
+    g.add_argument("--cluster_file", default=None,
+                   help="K-means centres from manipulate.py encode "
+                        f"(checkpoints_dir/name/{CLUSTER_FILE})")
+    g.add_argument("--seed", type=int, default=0, help="seed of the cluster draws (0)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--results_dir", default="./results",
+                   help="pages go to results_dir/name/<phase>_<which_epoch>/ (./results)")
+    g.add_argument("--out", default=None, help="with --label: the output PNG")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto (default): CUDA when available")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="autocast (bf16, or fp16 on GPUs without bf16); default on for CUDA")
+    return p
+
+
+def main(argv=None):
+    opt = build_parser().parse_args(argv)
+    try:
+        run(opt)
+    except (UserError, data.DataError) as err:
+        print(f"infer.py: {train.one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(opt):
+    if opt.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
+    device = "cuda" if opt.device == "cuda" or (
+        opt.device == "auto" and torch.cuda.is_available()) else "cpu"
+    if opt.official_checkpoint:
+        ngf = opt.ngf or (32 if opt.netG == "local" else 64)
+        model = load_official_model(opt.official_checkpoint, opt.netG, ngf, opt.label_nc,
+                                    device=device, amp=opt.amp)
+        name = opt.name or Path(opt.official_checkpoint).parent.name or "official"
+        run_dir = None
+    else:
+        if opt.name is None:
+            raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt), or "
+                            "--official_checkpoint PATH")
+        run_dir = Path(opt.checkpoints_dir) / opt.name
+        file = "latest.pt" if opt.which_epoch == "latest" else f"epoch_{opt.which_epoch}.pt"
+        model = load_model(run_dir / file, device, opt.amp)
+        name = opt.name
+    if opt.loadSize is not None:
+        model.opt.loadSize = opt.loadSize
+    if opt.resize_or_crop is not None:
+        model.opt.resize_or_crop = opt.resize_or_crop
+
+    clusters = None
+    if model.opt.instance_feat and opt.feature_source != "encoded":
+        cluster_file = opt.cluster_file or (run_dir / CLUSTER_FILE)
+        if opt.feature_source == "clusters" or Path(cluster_file).is_file():
+            clusters = load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc)
+
+    if opt.label is not None:
+        if opt.out is None:
+            raise UserError("--label needs --out O.png, the file to write")
+        run_files(model, opt.label, opt.inst, opt.image, opt.out, opt.feature_source, clusters,
+                  opt.seed)
+        print(f"wrote {opt.out}")
+        return
+    if opt.dataroot is None:
+        raise UserError("nothing to synthesize: pass --dataroot ROOT (with --phase) or "
+                        "--label L.png --out O.png")
+    if not Path(opt.dataroot).is_dir():
+        raise UserError(f"--dataroot {opt.dataroot} does not exist; pass a dataset root")
+    out_dir = Path(opt.results_dir) / name / f"{opt.phase}_{opt.which_epoch}"
+    n, per_second = run_dataset(model, opt.dataroot, opt.phase, out_dir, opt.feature_source,
+                                clusters, opt.seed, opt.how_many, opt.num_workers)
+    print(f"synthesized {n} images on {model.device}"
+          f"{' with autocast' if model.amp else ''}: {per_second:.2f} images/s (G"
+          f"{' and E' if model.opt.instance_feat else ''} only, without file I/O); "
+          f"results page {out_dir / 'index.html'}")
+
+
+if __name__ == "__main__":
+    main()
