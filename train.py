@@ -30,14 +30,15 @@ Without ``--dataroot`` it trains a CPU-sized model on the synthetic city of ``da
 
 Contents, in reading order:
 
-* ``main`` / ``build_parser``: the command line (official flag names), the synthetic-city defaults;
 * ``train``: setup, then the one training loop, with AMP, gradient scaling, DDP and checkpoints;
 * ``compute_losses`` / ``update``: one iteration, every loss term, then the G and D steps;
 * ``build_networks``, ``build_optimizer_G``, ``adam``, ``learning_rate``: G, D_k, E and their schedule;
 * ``save_checkpoint`` / ``load_checkpoint``: one atomic file with everything needed to resume;
 * helpers: ``ImagePool`` (history of synthesized pairs for D), ``EpochSeeded`` (data order and
   augmentation drawn from (seed, epoch, index), so a resumed run sees the same batches),
-  ``StopRequest`` (Ctrl-C), and the outputs (sample grids, loss log and plot).
+  ``StopRequest`` (Ctrl-C), and the outputs (sample grids, loss log and plot);
+* ``main`` / ``build_parser``: the command line (official flag names), the synthetic-city
+  defaults, one-line errors.
 """
 
 import argparse
@@ -92,161 +93,6 @@ class TrainingStopped(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-def main(argv=None):
-    """Parse ``argv``, train, and return the trained (unwrapped) networks and counters as a dict
-    ``{G, D, E, epoch, iteration}``. Errors end the process with one line on stderr: exit code 2
-    for a user error, 1 for a run that had to stop, 130 after Ctrl-C (a checkpoint is saved)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    opt = build_parser().parse_args(argv)
-    if opt.dataroot is None:
-        given = explicit_options(argv)
-        for name, value in SYNTHETIC_DEFAULTS.items():
-            if name not in given:
-                setattr(opt, name, value)
-    try:
-        with StopRequest() as ctrl_c:
-            return train(opt, ctrl_c)
-    except (UserError, data.DataError, losses.VGGWeightsMissing) as err:
-        fail(err, 2)
-    except TrainingStopped as err:
-        fail(err, 1)
-    except KeyboardInterrupt:
-        fail("interrupted twice: stopped without saving; the last checkpoint is kept", 130)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def build_parser():
-    p = argparse.ArgumentParser(
-        description="Train pix2pixHD (Wang et al., CVPR 2018). Flags are the official ones, and "
-                    "so are the defaults shown, which are also the paper's unless a help line "
-                    "says otherwise.",
-        epilog="Without --dataroot: writes the synthetic city to %s (once) and trains a CPU-sized "
-               "model on it with these defaults, unless set on the command line: %s. Its VGG loss is "
-               "on when the VGG19 ImageNet weights are in the torch hub cache, else off (with a "
-               "real --dataroot, missing weights stop the run). Multi-GPU: "
-               "torchrun --nproc_per_node=N train.py ..." % (SYNTHETIC_CITY, ", ".join(
-                   f"--{k} {v}" for k, v in SYNTHETIC_DEFAULTS.items())),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-
-    g = p.add_argument_group("data")
-    g.add_argument("--dataroot", default=None,
-                   help="dataset root: pix2pixHD layout (train_label/, train_inst/, train_img/) or "
-                        "the Cityscapes download (gtFine/, leftImg8bit/); none: the synthetic city")
-    g.add_argument("--label_nc", type=int, default=35,
-                   help="number of label ids (Cityscapes: 35); 0 reads RGB inputs from train_A/")
-    g.add_argument("--no_instance", action="store_true",
-                   help="no instance maps: drop the boundary channel (paper uses instance maps)")
-    g.add_argument("--loadSize", type=int, default=1024,
-                   help="scale images to this width (paper: 1024 for G1, 2048 for G1+G2)")
-    g.add_argument("--fineSize", type=int, default=512, help="crop size for the *_crop modes")
-    g.add_argument("--resize_or_crop", default="scale_width",
-                   choices=["none", "resize_and_crop", "scale_width", "scale_width_and_crop"],
-                   help="preprocessing (official names)")
-    g.add_argument("--no_flip", action="store_true", help="no random horizontal flip")
-    g.add_argument("--batchSize", type=int, default=1,
-                   help="batch size PER PROCESS (with torchrun: per GPU); paper: 1")
-    g.add_argument("--num_workers", type=int, default=2,
-                   help="data loading processes per training process (official nThreads 2)")
-
-    g = p.add_argument_group("model")
-    g.add_argument("--netG", default="global", choices=["global", "local"],
-                   help="global: G1 alone; local: G1 inside the local enhancer G2 (sec. 3.2)")
-    g.add_argument("--ngf", type=int, default=64,
-                   help="width of G's first layer (paper: 64 for G1; 32 for G2, whose G1 is 2x)")
-    g.add_argument("--n_downsample_global", type=int, default=4, help="downsamplings in G1")
-    g.add_argument("--n_blocks_global", type=int, default=9, help="residual blocks in G1")
-    g.add_argument("--n_local_enhancers", type=int, default=1, help="number of G2 stages")
-    g.add_argument("--n_blocks_local", type=int, default=3, help="residual blocks per G2")
-    g.add_argument("--num_D", type=int, default=3,
-                   help="discriminators D_k at different scales (paper: 3; official script: 2)")
-    g.add_argument("--n_layers_D", type=int, default=3,
-                   help="layers of each PatchGAN D_k (3 gives the 70x70 receptive field)")
-    g.add_argument("--ndf", type=int, default=64, help="width of D_k's first layer")
-    g.add_argument("--instance_feat", action="store_true",
-                   help="train the instance feature encoder E and feed its features to G "
-                        "(sec. 3.4)")
-    g.add_argument("--feat_num", type=int, default=3, help="features per instance from E")
-    g.add_argument("--nef", type=int, default=16, help="width of E's first layer")
-    g.add_argument("--n_downsample_E", type=int, default=4, help="downsamplings in E")
-
-    g = p.add_argument_group("training")
-    g.add_argument("--niter", type=int, default=100, help="epochs at the initial lr")
-    g.add_argument("--niter_decay", type=int, default=100,
-                   help="epochs of linear lr decay to 0 after niter")
-    g.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate")
-    g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 is 0.999)")
-    g.add_argument("--lambda_feat", type=float, default=10.0,
-                   help="lambda, the weight of feature matching and VGG losses (paper: 10)")
-    g.add_argument("--no_ganFeat_loss", action="store_true",
-                   help="drop the feature matching loss L_FM (eq. 4)")
-    g.add_argument("--no_vgg_loss", action="store_true", help="drop the VGG perceptual loss")
-    g.add_argument("--no_lsgan", action="store_true",
-                   help="the original GAN loss (BCE) instead of LSGAN (paper: LSGAN)")
-    g.add_argument("--pool_size", type=int, default=0,
-                   help="history of synthesized pairs shown to D; 0 = none (official: 0)")
-    g.add_argument("--niter_fix_global", type=int, default=0,
-                   help="with --netG local: epochs that train only G2's layers, G1 fixed")
-    g.add_argument("--load_pretrain", default="",
-                   help="a --netG global run (folder or .pt file) whose G1 starts --netG local")
-    g.add_argument("--continue_train", action="store_true",
-                   help="resume exactly where checkpoints_dir/name/<which_epoch>.pt stopped")
-    g.add_argument("--which_epoch", default="latest",
-                   help="checkpoint to resume: 'latest' or an epoch number N (epoch_N.pt)")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto: CUDA when available")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision; default on CUDA (bf16, or fp16 with a gradient scaler "
-                        "where bf16 is unsupported), off on CPU (--amp: bf16)")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seed of the weights, the data order and the augmentation")
-    g.add_argument("--max_iters", type=int, default=None,
-                   help="stop (and save) when the iteration count reaches N, counting the "
-                        "iterations before a --continue_train")
-
-    g = p.add_argument_group("output")
-    g.add_argument("--name", default="label2city", help="run name: checkpoints_dir/name/")
-    g.add_argument("--checkpoints_dir", default="./checkpoints", help="where runs are saved")
-    g.add_argument("--display_freq", type=int, default=100,
-                   help="iterations between sample grids (label | synthesized | real)")
-    g.add_argument("--print_freq", type=int, default=100,
-                   help="iterations between log lines and rows of loss_log.csv")
-    g.add_argument("--save_latest_freq", type=int, default=1000,
-                   help="iterations between saves of latest.pt")
-    g.add_argument("--save_epoch_freq", type=int, default=10,
-                   help="epochs between saves of epoch_N.pt")
-    return p
-
-
-def explicit_options(argv):
-    """Names of the options given on the command line: parsed again into a namespace that
-    already holds a marker for every option, which argparse then only replaces for the options
-    it reads (so an option set to its default value still counts as set)."""
-    parser, unset = build_parser(), object()
-    marked = argparse.Namespace(**{name: unset for name in vars(parser.parse_args([]))})
-    return {k for k, v in vars(parser.parse_args(argv, marked)).items() if v is not unset}
-
-
-def fail(message, code):
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every process fails alike
-        print(f"train.py: {one_line(message)}", file=sys.stderr)
-    sys.exit(code)
-
-
-def one_line(err):
-    """The user's message of an error, also when a DataLoader worker re-raised it with its whole
-    traceback (then the message is the last line, after the exception's class name)."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    if len(lines) > 1 and "Traceback" in str(err):
-        return lines[-1].split(f"{type(err).__name__}: ", 1)[-1]
-    return " ".join(line.strip() for line in lines)
-
-
-# ---------------------------------------------------------------------------------------------
 # The training loop
 # ---------------------------------------------------------------------------------------------
 
@@ -262,6 +108,9 @@ def train(opt, ctrl_c=None):
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
+        # Training batches share one size (Cityscapes' images do, and so do crops), so cuDNN's
+        # search for the fastest convolution algorithms, made once per size, pays for itself.
+        torch.backends.cudnn.benchmark = True
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
     is_main = rank == 0
@@ -566,7 +415,7 @@ def update(terms, optimizer_G, optimizer_D, scaler, params_G, params_D, world_si
 def average_gradients(params, world_size):
     """Under torchrun: every process's gradients of ``params`` summed in one all-reduce and
     divided by the number of processes, what DistributedDataParallel does for G. D is not
-    wrapped in DDP because one forward feeds two backward passes (loss_G, then loss_D)."""
+    wrapped in DDP because one forward feeds two backward passes (loss_D, then loss_G)."""
     grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
     dist.all_reduce(flat)
@@ -879,6 +728,161 @@ def plot_loss_log(csv_path, png_path):
         ax.set(title=title, xlabel="iteration")
         ax.legend()
     fig.savefig(png_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    """Parse ``argv``, train, and return the trained (unwrapped) networks and counters as a dict
+    ``{G, D, E, epoch, iteration}``. Errors end the process with one line on stderr: exit code 2
+    for a user error, 1 for a run that had to stop, 130 after Ctrl-C (a checkpoint is saved)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    opt = build_parser().parse_args(argv)
+    if opt.dataroot is None:
+        given = explicit_options(argv)
+        for name, value in SYNTHETIC_DEFAULTS.items():
+            if name not in given:
+                setattr(opt, name, value)
+    try:
+        with StopRequest() as ctrl_c:
+            return train(opt, ctrl_c)
+    except (UserError, data.DataError, losses.VGGWeightsMissing) as err:
+        fail(err, 2)
+    except TrainingStopped as err:
+        fail(err, 1)
+    except KeyboardInterrupt:
+        fail("interrupted twice: stopped without saving; the last checkpoint is kept", 130)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Train pix2pixHD (Wang et al., CVPR 2018). Flags are the official ones, and "
+                    "so are the defaults shown, which are also the paper's unless a help line "
+                    "says otherwise.",
+        epilog="Without --dataroot: writes the synthetic city to %s (once) and trains a CPU-sized "
+               "model on it with these defaults, unless set on the command line: %s. Its VGG loss is "
+               "on when the VGG19 ImageNet weights are in the torch hub cache, else off (with a "
+               "real --dataroot, missing weights stop the run). Multi-GPU: "
+               "torchrun --nproc_per_node=N train.py ..." % (SYNTHETIC_CITY, ", ".join(
+                   f"--{k} {v}" for k, v in SYNTHETIC_DEFAULTS.items())),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataroot", default=None,
+                   help="dataset root: pix2pixHD layout (train_label/, train_inst/, train_img/) or "
+                        "the Cityscapes download (gtFine/, leftImg8bit/); none: the synthetic city")
+    g.add_argument("--label_nc", type=int, default=35,
+                   help="number of label ids (Cityscapes: 35); 0 reads RGB inputs from train_A/")
+    g.add_argument("--no_instance", action="store_true",
+                   help="no instance maps: drop the boundary channel (paper uses instance maps)")
+    g.add_argument("--loadSize", type=int, default=1024,
+                   help="scale images to this width (paper: 1024 for G1, 2048 for G1+G2)")
+    g.add_argument("--fineSize", type=int, default=512, help="crop size for the *_crop modes")
+    g.add_argument("--resize_or_crop", default="scale_width",
+                   choices=["none", "resize_and_crop", "scale_width", "scale_width_and_crop"],
+                   help="preprocessing (official names)")
+    g.add_argument("--no_flip", action="store_true", help="no random horizontal flip")
+    g.add_argument("--batchSize", type=int, default=1,
+                   help="batch size PER PROCESS (with torchrun: per GPU); paper: 1")
+    g.add_argument("--num_workers", type=int, default=2,
+                   help="data loading processes per training process (official nThreads 2)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--netG", default="global", choices=["global", "local"],
+                   help="global: G1 alone; local: G1 inside the local enhancer G2 (sec. 3.2)")
+    g.add_argument("--ngf", type=int, default=64,
+                   help="width of G's first layer (paper: 64 for G1; 32 for G2, whose G1 is 2x)")
+    g.add_argument("--n_downsample_global", type=int, default=4, help="downsamplings in G1")
+    g.add_argument("--n_blocks_global", type=int, default=9, help="residual blocks in G1")
+    g.add_argument("--n_local_enhancers", type=int, default=1, help="number of G2 stages")
+    g.add_argument("--n_blocks_local", type=int, default=3, help="residual blocks per G2")
+    g.add_argument("--num_D", type=int, default=3,
+                   help="discriminators D_k at different scales (paper: 3; official script: 2)")
+    g.add_argument("--n_layers_D", type=int, default=3,
+                   help="layers of each PatchGAN D_k (3 gives the 70x70 receptive field)")
+    g.add_argument("--ndf", type=int, default=64, help="width of D_k's first layer")
+    g.add_argument("--instance_feat", action="store_true",
+                   help="train the instance feature encoder E and feed its features to G "
+                        "(sec. 3.4)")
+    g.add_argument("--feat_num", type=int, default=3, help="features per instance from E")
+    g.add_argument("--nef", type=int, default=16, help="width of E's first layer")
+    g.add_argument("--n_downsample_E", type=int, default=4, help="downsamplings in E")
+
+    g = p.add_argument_group("training")
+    g.add_argument("--niter", type=int, default=100, help="epochs at the initial lr")
+    g.add_argument("--niter_decay", type=int, default=100,
+                   help="epochs of linear lr decay to 0 after niter")
+    g.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate")
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 is 0.999)")
+    g.add_argument("--lambda_feat", type=float, default=10.0,
+                   help="lambda, the weight of feature matching and VGG losses (paper: 10)")
+    g.add_argument("--no_ganFeat_loss", action="store_true",
+                   help="drop the feature matching loss L_FM (eq. 4)")
+    g.add_argument("--no_vgg_loss", action="store_true", help="drop the VGG perceptual loss")
+    g.add_argument("--no_lsgan", action="store_true",
+                   help="the original GAN loss (BCE) instead of LSGAN (paper: LSGAN)")
+    g.add_argument("--pool_size", type=int, default=0,
+                   help="history of synthesized pairs shown to D; 0 = none (official: 0)")
+    g.add_argument("--niter_fix_global", type=int, default=0,
+                   help="with --netG local: epochs that train only G2's layers, G1 fixed")
+    g.add_argument("--load_pretrain", default="",
+                   help="a --netG global run (folder or .pt file) whose G1 starts --netG local")
+    g.add_argument("--continue_train", action="store_true",
+                   help="resume exactly where checkpoints_dir/name/<which_epoch>.pt stopped")
+    g.add_argument("--which_epoch", default="latest",
+                   help="checkpoint to resume: 'latest' or an epoch number N (epoch_N.pt)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when available")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision; default on CUDA (bf16, or fp16 with a gradient scaler "
+                        "where bf16 is unsupported), off on CPU (--amp: bf16)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, the data order and the augmentation")
+    g.add_argument("--max_iters", type=int, default=None,
+                   help="stop (and save) when the iteration count reaches N, counting the "
+                        "iterations before a --continue_train")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--name", default="label2city", help="run name: checkpoints_dir/name/")
+    g.add_argument("--checkpoints_dir", default="./checkpoints", help="where runs are saved")
+    g.add_argument("--display_freq", type=int, default=100,
+                   help="iterations between sample grids (label | synthesized | real)")
+    g.add_argument("--print_freq", type=int, default=100,
+                   help="iterations between log lines and rows of loss_log.csv")
+    g.add_argument("--save_latest_freq", type=int, default=1000,
+                   help="iterations between saves of latest.pt")
+    g.add_argument("--save_epoch_freq", type=int, default=10,
+                   help="epochs between saves of epoch_N.pt")
+    return p
+
+
+def explicit_options(argv):
+    """Names of the options given on the command line: parsed again into a namespace that
+    already holds a marker for every option, which argparse then only replaces for the options
+    it reads (so an option set to its default value still counts as set)."""
+    parser, unset = build_parser(), object()
+    marked = argparse.Namespace(**{name: unset for name in vars(parser.parse_args([]))})
+    return {k for k, v in vars(parser.parse_args(argv, marked)).items() if v is not unset}
+
+
+def fail(message, code):
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every process fails alike
+        print(f"train.py: {one_line(message)}", file=sys.stderr)
+    sys.exit(code)
+
+
+def one_line(err):
+    """The user's message of an error, also when a DataLoader worker re-raised it with its whole
+    traceback (then the message is the last line, after the exception's class name)."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    if len(lines) > 1 and "Traceback" in str(err):
+        return lines[-1].split(f"{type(err).__name__}: ", 1)[-1]
+    return " ".join(line.strip() for line in lines)
 
 
 if __name__ == "__main__":
