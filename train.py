@@ -401,8 +401,8 @@ def update(terms, optimizer_G, optimizer_D, scaler, params_G, params_D, world_si
     keep of the graph for loss_G (D on the synthesized pair) is small, while loss_G's backward
     runs through G as well and frees it all. ``params_G`` are all of G's (and E's) weights, also
     while only the local enhancer is optimised, as DDP needs."""
-    optimizer_G.zero_grad(set_to_none=True)
-    optimizer_D.zero_grad(set_to_none=True)
+    for p in params_G + params_D:  # G1's too, while only the enhancers are optimised
+        p.grad = None
     scaler.scale(terms["D"]).backward(inputs=params_D, retain_graph=True)
     scaler.scale(terms["G"]).backward(inputs=params_G)
     if world_size > 1:
