@@ -106,59 +106,75 @@ class PairedDataset(torch.utils.data.Dataset):
         return len(self.stems)
 
     def __getitem__(self, index):
-        label_path = self.label_paths[index]
-        s = read_image(label_path)
-        s = check_label_map(s, label_path, self.label_nc) if self.label_nc > 0 else s.convert("RGB")
-        inst = image = None
-        if self.inst_paths is not None:
-            inst = read_instance_map(self.inst_paths[index])
-            check_same_size(label_path, s, self.inst_paths[index], inst)
-        if self.image_paths is not None:
-            image = read_image(self.image_paths[index]).convert("RGB")
-            check_same_size(label_path, s, self.image_paths[index], image)
-
-        geometry = self.draw_geometry(s.size)
-        if self.label_nc > 0:
-            s = transform(s, geometry, Image.NEAREST)
-            label = torch.from_numpy(np.asarray(s, dtype=np.int64)).unsqueeze(0)  # (1, H, W)
-        else:
-            # RGB inputs are pictures, resized like photos (official: same transform as x)
-            label = to_tensor(transform(s, geometry, Image.BICUBIC))             # (3, H, W)
+        label, inst, image = read_triplet(
+            self.label_paths[index], self.inst_paths[index] if self.inst_paths else None,
+            self.image_paths[index] if self.image_paths else None, self.label_nc,
+            self.draw_geometry)
         H, W = label.shape[-2:]
-        if inst is not None:
-            inst = transform(inst, geometry, Image.NEAREST)
-            inst = torch.from_numpy(np.asarray(inst, dtype=np.int64)).unsqueeze(0)  # (1, H, W)
-        else:
-            inst = torch.zeros(1, H, W, dtype=torch.int64)
-        if image is not None:
-            image = to_tensor(transform(image, geometry, Image.BICUBIC))         # (3, H, W)
-        else:
-            image = torch.zeros(3, H, W)
-        return {"label": label, "inst": inst, "image": image,
-                "has_image": self.image_paths is not None, "path": str(label_path)}
+        return {"label": label,
+                "inst": inst if inst is not None else torch.zeros(1, H, W, dtype=torch.int64),
+                "image": image if image is not None else torch.zeros(3, H, W),
+                "has_image": image is not None, "path": str(self.label_paths[index])}
 
     def draw_geometry(self, size):
-        """The random draw shared by s, I and x: (resize_to, crop_box or None, final_size, flip)."""
-        W, H = size
-        mode = self.resize_or_crop
-        if mode == "resize_and_crop":
-            W, H = self.load_size, self.load_size
-        elif mode.startswith("scale_width"):
-            W, H = self.load_size, int(self.load_size * H / W)  # int(), as the official scale_width
-        resize_to = (W, H)
-        box = None
-        if mode.endswith("crop"):
-            w, h = min(self.fine_size, W), min(self.fine_size, H)  # never a crop past the border
-            if self.is_train:
-                x0 = int(torch.randint(0, W - w + 1, ()))
-                y0 = int(torch.randint(0, H - h + 1, ()))
-            else:
-                x0, y0 = (W - w) // 2, (H - h) // 2
-            box, W, H = (x0, y0, x0 + w, y0 + h), w, h
-        m = self.size_multiple
-        final_size = (max(m, int(round(W / m) * m)), max(m, int(round(H / m) * m)))
-        flip = self.is_train and not self.no_flip and bool(torch.rand(()) < 0.5)
-        return resize_to, box, final_size, flip
+        """This dataset's random draw for an input of ``size``: see ``draw_geometry``."""
+        return draw_geometry(size, self.resize_or_crop, self.load_size, self.fine_size,
+                             self.size_multiple, self.is_train, self.no_flip)
+
+
+def draw_geometry(size, resize_or_crop, load_size, fine_size, size_multiple, is_train=False,
+                  no_flip=True):
+    """The draw shared by s, I and x of one sample, for an input of ``size`` (W, H):
+    (resize_to, crop_box or None, final_size, flip). Random crop and flip only when training."""
+    W, H = size
+    if resize_or_crop == "resize_and_crop":
+        W, H = load_size, load_size
+    elif resize_or_crop.startswith("scale_width"):
+        W, H = load_size, int(load_size * H / W)  # int(), as the official scale_width
+    resize_to = (W, H)
+    box = None
+    if resize_or_crop.endswith("crop"):
+        w, h = min(fine_size, W), min(fine_size, H)  # never a crop past the border
+        if is_train:
+            x0 = int(torch.randint(0, W - w + 1, ()))
+            y0 = int(torch.randint(0, H - h + 1, ()))
+        else:
+            x0, y0 = (W - w) // 2, (H - h) // 2
+        box, W, H = (x0, y0, x0 + w, y0 + h), w, h
+    m = size_multiple
+    final_size = (max(m, int(round(W / m) * m)), max(m, int(round(H / m) * m)))
+    flip = is_train and not no_flip and bool(torch.rand(()) < 0.5)
+    return resize_to, box, final_size, flip
+
+
+def read_triplet(label_path, inst_path, image_path, label_nc, geometry_of):
+    """One sample from its files: (label, inst or None, image or None) as tensors, the label map
+    (1, H, W) int64 ids (or (3, H, W) in [-1, 1] when ``label_nc`` is 0), the instance map
+    (1, H, W) int64 ids, the photo (3, H, W) in [-1, 1]. Each file is read and checked, and all
+    three get the same resize, crop and flip, ``geometry_of(label map size)``."""
+    s = read_image(label_path)
+    s = check_label_map(s, label_path, label_nc) if label_nc > 0 else s.convert("RGB")
+    inst = image = None
+    if inst_path is not None:
+        inst = read_instance_map(inst_path)
+        check_same_size(label_path, s, inst_path, inst)
+    if image_path is not None:
+        image = read_image(image_path).convert("RGB")
+        check_same_size(label_path, s, image_path, image)
+
+    geometry = geometry_of(s.size)
+    if label_nc > 0:
+        s = transform(s, geometry, Image.NEAREST)
+        label = torch.from_numpy(np.asarray(s, dtype=np.int64)).unsqueeze(0)     # (1, H, W)
+    else:
+        # RGB inputs are pictures, resized like photos (official: same transform as x)
+        label = to_tensor(transform(s, geometry, Image.BICUBIC))                 # (3, H, W)
+    if inst is not None:
+        inst = transform(inst, geometry, Image.NEAREST)
+        inst = torch.from_numpy(np.asarray(inst, dtype=np.int64)).unsqueeze(0)   # (1, H, W)
+    if image is not None:
+        image = to_tensor(transform(image, geometry, Image.BICUBIC))             # (3, H, W)
+    return label, inst, image
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +188,7 @@ def one_hot(label, label_nc):
     with a device-side assert that names nothing).
     """
     label = label.long()
-    largest, smallest = int(label.max()), int(label.min())
+    smallest, largest = (int(v) for v in torch.aminmax(label))  # one host sync for both
     if largest >= label_nc:
         raise ValueError(f"label id {largest} >= label_nc {label_nc}: the label map holds ids up "
                          f"to {largest}; pass --label_nc {largest + 1} (or more)")
@@ -458,6 +474,11 @@ def check_label_map(image, path, label_nc):
             raise DataError(f"{path} is an RGB colour image where label ids are expected: use the "
                             "*_labelIds.png maps (not *_color.png), or --label_nc 0 for RGB inputs")
         image = image.getchannel(0)
+    elif image.mode in ("LA", "PA"):  # grey or palette ids with an alpha channel: the ids
+        image = image.getchannel(0)
+    elif image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+        raise DataError(f"{path}: a label map of PIL mode {image.mode} cannot hold label ids; save "
+                        "it as an 8-bit or 16-bit greyscale PNG of ids 0..label_nc-1")
     largest = image.getextrema()[1]
     if largest >= label_nc:
         raise DataError(f"{path}: label id {largest} >= label_nc {label_nc}; pass --label_nc "
@@ -483,7 +504,7 @@ def check_same_size(label_path, label, other_path, other):
 
 
 def transform(image, geometry, resample):
-    """Apply a ``PairedDataset.draw_geometry`` draw: resize, crop, round to the multiple, flip."""
+    """Apply a ``draw_geometry`` draw: resize, crop, round to the multiple, flip."""
     resize_to, box, final_size, flip = geometry
     if image.size != resize_to:
         image = image.resize(resize_to, resample)
@@ -642,7 +663,7 @@ def box(u, v, u0, u1, v0, v1):
 
 
 def keep_mostly_visible(objects):
-    """Drop objects (sorted far to near) whose box a nearer kept object would hide by more than
+    """Drop objects (sorted far to near) whose box the nearer objects would hide by more than
     15%: every object keeps most of its body, so its pixels show its style."""
     kept = []
     for i, (bottom, c, x0, w, h, style) in enumerate(objects):

@@ -28,8 +28,10 @@ Contents, in reading order:
 * ``instance_feature_map``: F from E or from the cluster file; ``sample_cluster_features`` (pure);
 * the cluster file: ``save_clusters`` / ``load_clusters`` (``.npz``, arrays only, no pickle);
 * inputs: ``load_inputs`` (one label map, instance map and photo from files) and
-  ``inference_dataset`` (a split), both at the size the model was trained at, without crops;
-* ``run_dataset`` / ``run_files``: the command-line work, ``write_index_html``; ``main``.
+  ``inference_dataset`` (a split), both at the size the model was trained at, without random
+  crops or flips;
+* ``run_dataset`` / ``run_files``: the command-line work, ``write_index_html``; ``pick_device``;
+  ``main``.
 """
 
 import argparse
@@ -87,35 +89,35 @@ def load_model(path, device="cpu", amp=None):
     return _ready(G, E, opt, device, amp, path)
 
 
-def load_official_model(path, netG="local", ngf=32, label_nc=35, no_instance=False,
-                        instance_feat=False, feat_num=3, n_downsample_global=4, n_blocks_global=9,
-                        n_local_enhancers=1, n_blocks_local=3, device="cpu", amp=None):
+def load_official_model(path, netG="local", ngf=32, label_nc=35, device="cpu", amp=None):
     """Load a generator saved by NVIDIA's pix2pixHD (``latest_net_G.pth``, a plain state_dict with
     ``model.17.conv_block.1.weight``-style keys) through ``networks.load_official_state_dict``.
 
     The released Cityscapes models: label2city_1024p is ``netG='local', ngf=32``, label2city_512p
-    is ``netG='global', ngf=64``; both take 35 one-hot labels + the boundary map (36 channels).
-    The file is loaded with ``weights_only=True``: it holds tensors only.
+    is ``netG='global', ngf=64``; both take 35 one-hot labels + the boundary map (36 channels), and
+    otherwise have the official defaults (4 downsamplings, 9 residual blocks in G1; one local
+    enhancer of 3 blocks). No encoder was released, so there are no instance features. The file
+    is loaded with ``weights_only=True``: it holds tensors only.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--official_checkpoint {path}: no such file; download latest_net_G.pth "
                         "of label2city_1024p from the official pix2pixHD README (see README.md)")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = train.read_weights(path)
     opt = argparse.Namespace(
-        label_nc=label_nc, no_instance=no_instance, instance_feat=instance_feat,
-        feat_num=feat_num, netG=netG, ngf=ngf, n_downsample_global=n_downsample_global,
-        n_blocks_global=n_blocks_global, n_local_enhancers=n_local_enhancers,
-        n_blocks_local=n_blocks_local, n_downsample_E=4,
+        label_nc=label_nc, no_instance=False, instance_feat=False, feat_num=3, netG=netG,
+        ngf=ngf, n_downsample_global=4, n_blocks_global=9, n_local_enhancers=1,
+        n_blocks_local=3, n_downsample_E=4,
         # The official test scripts: 1024p runs at the file's size, 512p scales to 1024 wide.
         loadSize=1024, fineSize=512, resize_or_crop="none" if netG == "local" else "scale_width")
-    label_channels = (label_nc if label_nc > 0 else 3) + (0 if no_instance else 1)
-    G = networks.define_G(netG, label_channels + (feat_num if instance_feat else 0), 3, ngf,
-                          n_downsample_global, n_blocks_global, n_local_enhancers, n_blocks_local)
+    G = networks.define_G(netG, label_nc + 1, 3, ngf, opt.n_downsample_global,
+                          opt.n_blocks_global, opt.n_local_enhancers, opt.n_blocks_local)
     try:
         networks.load_official_state_dict(G, state_dict)
     except ValueError as err:
-        raise UserError(f"--official_checkpoint {path}: {err}") from None
+        raise UserError(f"--official_checkpoint {path}: {err}; label2city_1024p needs --netG local "
+                        "--ngf 32, label2city_512p --netG global --ngf 64, both --label_nc 35"
+                        ) from None
     return _ready(G, None, opt, device, amp, path)
 
 
@@ -260,63 +262,37 @@ def load_clusters(path, feat_num=None, label_nc=None):
 # One label map from files
 # ---------------------------------------------------------------------------------------------
 
-def load_inputs(label_path, inst_path=None, image_path=None, opt=None):
+def load_inputs(label_path, inst_path, image_path, opt):
     """(label, inst, image or None), batches of one, from files: a label map of ids (an RGB
-    picture when label_nc is 0), an optional instance map of 16-bit ids, an optional photo. They
-    are read, checked and resized exactly as ``inference_dataset`` does for a split (data.py's own
-    readers and geometry). Without an instance map the label map doubles as one, so the boundary
-    channel marks class boundaries."""
-    label_img = data.read_image(label_path)
-    if opt.label_nc > 0:
-        label_img = data.check_label_map(label_img, label_path, opt.label_nc)
+    picture when label_nc is 0), an instance map of 16-bit ids or None, a photo or None, for the
+    model of training options ``opt``. They are read, checked and resized exactly as
+    ``inference_dataset`` does for a split (``data.read_triplet``). Without an instance map the
+    label map doubles as one, so the boundary channel marks class boundaries."""
+    label, inst, image = data.read_triplet(label_path, inst_path, image_path, opt.label_nc,
+                                           lambda size: inference_geometry(size, opt))
+    label = label[None]                                                  # (1, 1 or 3, H, W)
+    if inst is not None:
+        inst = inst[None]                                                # (1, 1, H, W)
+    elif opt.label_nc > 0:
+        inst = label.clone()
     else:
-        label_img = label_img.convert("RGB")
-    inst_img = photo = None
-    if inst_path:
-        inst_img = data.read_instance_map(inst_path)
-        data.check_same_size(label_path, label_img, inst_path, inst_img)
-    if image_path:
-        photo = data.read_image(image_path).convert("RGB")
-        data.check_same_size(label_path, label_img, image_path, photo)
-    geometry = inference_geometry(label_img.size, opt)
-    if opt.label_nc > 0:
-        label_img = data.transform(label_img, geometry, Image.NEAREST)
-        label = torch.from_numpy(np.asarray(label_img, dtype=np.int64))[None, None]  # (1, 1, H, W)
-    else:
-        label = data.to_tensor(data.transform(label_img, geometry, Image.BICUBIC))[None]
-    H, W = label.shape[-2:]
-    if inst_img is not None:
-        inst_img = data.transform(inst_img, geometry, Image.NEAREST)
-        inst = torch.from_numpy(np.asarray(inst_img, dtype=np.int64))[None, None]  # (1, 1, H, W)
-    else:
-        inst = label.long() if opt.label_nc > 0 else torch.zeros(1, 1, H, W, dtype=torch.long)
-    image = None
-    if photo is not None:
-        image = data.to_tensor(data.transform(photo, geometry, Image.BICUBIC))[None]  # (1, 3, H, W)
-    return label, inst, image
+        inst = torch.zeros(1, 1, *label.shape[-2:], dtype=torch.long)
+    return label, inst, image[None] if image is not None else None
 
 
 def inference_geometry(size, opt):
-    """The resize (and central crop) ``inference_dataset`` applies to an input of ``size``: the
-    dataset's own ``draw_geometry`` with the model's options, no flip."""
-    settings = argparse.Namespace(resize_or_crop=inference_resize_or_crop(opt),
-                                  load_size=opt.loadSize, fine_size=opt.fineSize,
-                                  size_multiple=size_multiple(opt), is_train=False, no_flip=True)
-    return data.PairedDataset.draw_geometry(settings, size)
-
-
-def size_multiple(opt):
-    """G's total downsampling (and E's, with instance features): input sides must be multiples."""
-    n = opt.n_downsample_global + (opt.n_local_enhancers if opt.netG == "local" else 0)
-    return 2 ** (max(n, opt.n_downsample_E) if opt.instance_feat else n)
+    """The resize (and central crop) ``inference_dataset`` applies to an input of ``size``, with
+    the model's options: ``data.draw_geometry``, no random crop, no flip."""
+    return data.draw_geometry(size, inference_resize_or_crop(opt), opt.loadSize, opt.fineSize,
+                              train.size_multiple(opt))
 
 
 def inference_dataset(opt, dataroot, phase="test"):
-    """``phase``'s split of ``dataroot`` at the size the model ``opt`` was trained at, whole
-    images when the training cropped at random, never flipped."""
+    """``phase``'s split of ``dataroot`` at the size the model ``opt`` was trained at, never
+    flipped; whole images after scale_width_and_crop, a central crop after resize_and_crop."""
     return data.PairedDataset(dataroot, phase, opt.label_nc, opt.no_instance, opt.loadSize,
                               opt.fineSize, inference_resize_or_crop(opt), no_flip=True,
-                              size_multiple=size_multiple(opt), is_train=False)
+                              size_multiple=train.size_multiple(opt), is_train=False)
 
 
 def inference_resize_or_crop(opt):
@@ -345,7 +321,7 @@ def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=N
         if how_many is not None and i >= how_many:
             break
         stem = dataset.stems[i]
-        has_image = bool(batch.get("has_image", torch.tensor([True]))[0])
+        has_image = bool(batch["has_image"][0])
         source = feature_source or ("encoded" if has_image else "clusters")
         start = time.perf_counter()
         with torch.inference_mode():
@@ -432,7 +408,7 @@ def build_parser():
                    help="input width (scale_width) or size (resize); default: as trained, or "
                         "1024 for an official checkpoint with --netG global")
     g.add_argument("--resize_or_crop", default=None,
-                   choices=["none", "scale_width", "resize_and_crop", "scale_width_and_crop"],
+                   choices=data.RESIZE_OR_CROP,
                    help="default: as trained without the crop; 'none' (the file's size) for an "
                         "official --netG local checkpoint")
     g.add_argument("--label", default=None, help="one label map PNG instead of --dataroot")
@@ -469,11 +445,15 @@ def main(argv=None):
         sys.exit(2)
 
 
-def run(opt):
-    if opt.device == "cuda" and not torch.cuda.is_available():
+def pick_device(choice):
+    """--device auto|cpu|cuda -> "cuda" or "cpu"; cuda asked for but absent is a UserError."""
+    if choice == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
-    device = "cuda" if opt.device == "cuda" or (
-        opt.device == "auto" and torch.cuda.is_available()) else "cpu"
+    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def run(opt):
+    device = pick_device(opt.device)
     if opt.official_checkpoint:
         ngf = opt.ngf or (32 if opt.netG == "local" else 64)
         model = load_official_model(opt.official_checkpoint, opt.netG, ngf, opt.label_nc,
@@ -485,8 +465,7 @@ def run(opt):
             raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt), or "
                             "--official_checkpoint PATH")
         run_dir = Path(opt.checkpoints_dir) / opt.name
-        file = "latest.pt" if opt.which_epoch == "latest" else f"epoch_{opt.which_epoch}.pt"
-        model = load_model(run_dir / file, device, opt.amp)
+        model = load_model(train.checkpoint_file(run_dir, opt.which_epoch), device, opt.amp)
         name = opt.name
     if opt.loadSize is not None:
         model.opt.loadSize = opt.loadSize
@@ -496,7 +475,7 @@ def run(opt):
     clusters = None
     if model.opt.instance_feat and opt.feature_source != "encoded":
         cluster_file = opt.cluster_file or (run_dir / CLUSTER_FILE)
-        if opt.feature_source == "clusters" or Path(cluster_file).is_file():
+        if opt.feature_source == "clusters" or opt.cluster_file or Path(cluster_file).is_file():
             clusters = load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc)
 
     if opt.label is not None:

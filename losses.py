@@ -204,7 +204,8 @@ class VGGLoss(nn.Module):
     Args:
         vgg: a torchvision VGG19 or its ``.features``; when None, ``load_vgg19()`` supplies the
             ImageNet one (tests pass a randomly initialised one).
-        lambda_vgg: lambda of eq. (5), 10 in the paper (the official code uses lambda_feat).
+        lambda_vgg: lambda, the weight eq. (5) gives L_FM, which sec. 3.2 also gives this term:
+            10 (the official code uses lambda_feat for both).
         imagenet_normalize: False (official) feeds [-1, 1] images as they are; True normalises
             them as ImageNet images first.
     """
@@ -250,7 +251,7 @@ class VGGLoss(nn.Module):
 
 
 class VGGWeightsMissing(RuntimeError):
-    """The ImageNet VGG19 weights are not in the local torch hub cache (and cannot be fetched)."""
+    """The ImageNet VGG19 weights are not in the local torch hub cache (they are never downloaded)."""
 
 
 def load_vgg19():

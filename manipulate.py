@@ -163,14 +163,16 @@ def adjusted_rand_index(assignment, truth):
 
     n_ij is the contingency table, a_i and b_j its row and column sums. 1 for the same partition
     (up to renaming), 0 in expectation for unrelated ones, negative below chance. When both
-    partitions are trivial (one cluster, or all singletons) the ratio is 0/0 and the answer 1,
-    as in scikit-learn.
+    partitions are trivial (one cluster, or all singletons, or fewer than two points) the ratio is
+    0/0 and the answer 1, as in scikit-learn.
     """
     table = contingency_table(assignment, truth)
 
     def pairs(n):
         return (n * (n - 1) / 2).sum()
 
+    if table.sum() < 2:  # no pair of points to agree or disagree about
+        return 1.0
     index, rows, cols = pairs(table), pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
     expected = rows * cols / pairs(table.sum(keepdims=True))
     maximum = (rows + cols) / 2
@@ -199,7 +201,6 @@ class Instances(NamedTuple):
     ids: torch.Tensor          # (N,) instance ids
     classes: torch.Tensor      # (N,) label ids
     features: torch.Tensor     # (N, feat_num) float32
-    pixels: torch.Tensor       # (N,) pixel counts
     area: torch.Tensor         # (N,) pixels / (H W // 32)
 
 
@@ -207,6 +208,7 @@ def instance_vectors(feature_map, inst):
     """(1, C, H, W) instance-pooled feature map, (1, 1, H, W) ids -> (ids (n,), features (n, C),
     pixel counts (n,)), one row per instance in increasing id order. E's output is constant inside
     an instance; its mean is taken (the official code reads one pixel), which is the same value."""
+    inst = inst.to(feature_map.device)
     ids, index, counts = torch.unique(inst.reshape(-1), return_inverse=True, return_counts=True)
     values = feature_map[0].reshape(feature_map.shape[1], -1).T.float()  # (H W, C)
     sums = torch.zeros(len(ids), values.shape[1], device=values.device).index_add_(0, index, values)
@@ -218,11 +220,11 @@ def encode_split(model, dataroot, phase="train", how_many=None):
     is run at test time; return every instance's feature as ``Instances``."""
     require_encoder(model)
     dataset = infer.inference_dataset(model.opt, dataroot, phase)
-    stems, ids, features, pixels, area = [], [], [], [], []
+    stems, ids, features, area = [], [], [], []
     with torch.inference_mode():
         for i in range(len(dataset) if how_many is None else min(how_many, len(dataset))):
             item = dataset[i]
-            if not item.get("has_image", True):
+            if not item["has_image"]:
                 raise UserError(f"--dataroot {dataroot}: the {phase} split has no photos, and E "
                                 "needs them; use a split with photos")
             inst = item["inst"].unsqueeze(0)
@@ -234,15 +236,13 @@ def encode_split(model, dataroot, phase="train", how_many=None):
             stems += [dataset.stems[i]] * len(i_ids)
             ids.append(i_ids)
             features.append(i_features)
-            pixels.append(i_pixels)
             area.append(i_pixels.double() / (H * W // BLOCK_NUM))
     ids = torch.cat(ids)
-    return Instances(stems, ids, instance_classes(ids), torch.cat(features), torch.cat(pixels),
-                     torch.cat(area))
+    return Instances(stems, ids, instance_classes(ids), torch.cat(features), torch.cat(area))
 
 
 def instance_classes(ids):
-    """Cityscapes convention, on a tensor of ids: class = id // 1000 for ids >= 1000, else id."""
+    """``data.instance_class`` on a tensor of ids: id // 1000 for ids >= 1000, else the id."""
     return torch.where(ids >= 1000, ids // 1000, ids)
 
 
@@ -379,8 +379,6 @@ def farthest_cluster(features, inst, instance_id, centers):
 def base_features(model, inst, image, clusters, seed):
     """F before any edit: E on the photo when there is one, else a seeded cluster draw."""
     source = "encoded" if image is not None else "clusters"
-    if source == "clusters" and clusters is None:
-        raise UserError("no photo for E and no cluster file: pass --image or --cluster_file")
     return infer.instance_feature_map(model, inst, source, image, clusters,
                                       torch.Generator().manual_seed(seed))
 
@@ -502,6 +500,9 @@ def evaluate(model, dataroot, clusters, classes=("car", "road"), min_area=MIN_AR
         with torch.inference_mode():
             for i in range(min(n_restyle, len(dataset))):
                 item = dataset[i]
+                if not item["has_image"]:
+                    raise UserError(f"--dataroot {dataroot}: the test split has no photos; "
+                                    "evaluate restyles cars starting from E on the photo")
                 label, inst = item["label"].unsqueeze(0), item["inst"].unsqueeze(0)
                 cars = [d for d in list_instances(inst) if d["class"] == car]
                 if not cars:
@@ -643,13 +644,9 @@ def main(argv=None):
 def open_model(opt):
     if opt.name is None:
         raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt)")
-    if opt.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
-    device = "cuda" if opt.device == "cuda" or (
-        opt.device == "auto" and torch.cuda.is_available()) else "cpu"
     run_dir = Path(opt.checkpoints_dir) / opt.name
-    file = "latest.pt" if opt.which_epoch == "latest" else f"epoch_{opt.which_epoch}.pt"
-    model = infer.load_model(run_dir / file, device, opt.amp)
+    model = infer.load_model(train.checkpoint_file(run_dir, opt.which_epoch),
+                             infer.pick_device(opt.device), opt.amp)
     require_encoder(model)
     return model, Path(opt.cluster_file or run_dir / infer.CLUSTER_FILE)
 
@@ -683,7 +680,7 @@ def load_map(opt, model):
         raise UserError(f"--index {opt.index}: the {opt.phase} split of {opt.dataroot} has "
                         f"{len(dataset)} images (0..{len(dataset) - 1})")
     item = dataset[opt.index]
-    image = item["image"].unsqueeze(0) if item.get("has_image", True) else None
+    image = item["image"].unsqueeze(0) if item["has_image"] else None
     return (item["label"].unsqueeze(0), item["inst"].unsqueeze(0), image,
             dataset.stems[opt.index], item["path"])
 
@@ -708,7 +705,7 @@ def prepare(opt):
     instance_id = select_instance(inst, opt.instance_id, opt.instance,
                                   parse_at(opt.at) if opt.at else None, where)
     clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc)
-    c = int(instance_classes(torch.tensor(instance_id)))
+    c = data.instance_class(instance_id)
     centers = class_clusters(clusters, c, cluster_file)
     features = base_features(model, inst, image, clusters, opt.seed)
     return model, label, inst, stem, instance_id, c, centers, features

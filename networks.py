@@ -436,8 +436,8 @@ def convert_official_state_dict(model, state_dict):
         if tuple(value.shape) != tuple(ours[key].shape):
             raise ValueError(
                 f"official checkpoint shape mismatch at {key}: checkpoint {tuple(value.shape)}, "
-                f"network {tuple(ours[key].shape)}; check --label_nc, --no_instance, "
-                "--instance_feat and the widths")
+                f"network {tuple(ours[key].shape)}: the network was built for another "
+                "number of input channels (labels, boundary map, features) or another width")
     return converted
 
 

@@ -47,6 +47,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import random
 import signal
 import sys
@@ -139,8 +140,7 @@ def train(opt, ctrl_c=None):
     check_writable(run_dir)
     resume = None
     if opt.continue_train:
-        resume_path = run_dir / ("latest.pt" if opt.which_epoch == "latest"
-                                 else f"epoch_{opt.which_epoch}.pt")
+        resume_path = checkpoint_file(run_dir, opt.which_epoch)
         if not resume_path.is_file():
             raise UserError(f"--continue_train: {resume_path} not found; drop --continue_train "
                             "to start a new run, or check --name and --which_epoch")
@@ -155,14 +155,11 @@ def train(opt, ctrl_c=None):
             make_synthetic_city(Path(SYNTHETIC_CITY))
         if distributed:
             dist.barrier()
-    size_multiple = 2 ** max(opt.n_downsample_global + (opt.n_local_enhancers
-                                                        if opt.netG == "local" else 0),
-                             opt.n_downsample_E if opt.instance_feat else 0)
     dataset = EpochSeeded(data.PairedDataset(
         opt.dataroot, "train", opt.label_nc, opt.no_instance, opt.loadSize, opt.fineSize,
-        opt.resize_or_crop, opt.no_flip, size_multiple, is_train=True), opt.seed)
+        opt.resize_or_crop, opt.no_flip, size_multiple(opt), is_train=True), opt.seed)
     first = dataset[0]  # reads one triplet now, so a bad file is reported before training
-    if not first.get("has_image", True):
+    if not first["has_image"]:
         raise UserError(f"--dataroot {opt.dataroot}: the training split has no photos "
                         "(train_img/ or leftImg8bit/); training needs them")
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
@@ -359,7 +356,7 @@ def compute_losses(G, D, E, s, inst, x, opt, vgg_loss, pool, autocast):
     real photos ``x`` (B, 3, H, W). Returns the synthesized images and a dict of the official
     loss terms (``LOSS_NAMES``) plus their sums ``G`` (minimised by G and E) and ``D`` (by the
     D_k), each a scalar tensor still attached to its graph."""
-    gan_mode = "vanilla" if opt.no_lsgan else "lsgan"
+    gan_mode = "vanilla" if opt.no_lsgan else opt.gan_mode
     zero = torch.zeros((), device=x.device)
     with autocast:
         # one-hot label map + instance boundary map: (B, label_nc + 1, H, W)
@@ -445,6 +442,13 @@ def build_networks(opt):
     return G, D, E
 
 
+def size_multiple(opt):
+    """G's total downsampling (and E's, with instance features): every side of an input must be
+    a multiple of it, so that the upsampling path gives back the input's size."""
+    n = opt.n_downsample_global + (opt.n_local_enhancers if opt.netG == "local" else 0)
+    return 2 ** (max(n, opt.n_downsample_E) if opt.instance_feat else n)
+
+
 def build_optimizer_G(G, E, opt, only_enhancers):
     """Adam over G and E. With ``only_enhancers`` (the first --niter_fix_global epochs of a local
     run) G1 is left out: its weights still get gradients but are not updated."""
@@ -476,7 +480,7 @@ def learning_rate(opt, epoch):
 def load_pretrained_generator(G, E, path):
     """--load_pretrain: G1 (and E, when both runs have one) from a --netG global run."""
     path = Path(path)
-    file = path / "latest.pt" if path.is_dir() else path
+    file = checkpoint_file(path) if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"--load_pretrain {path}: no checkpoint at {file}; pass the folder of "
                         "a --netG global run (checkpoints/NAME) or its .pt file")
@@ -535,11 +539,27 @@ def save_checkpoint(state, path):
             os.close(folder)
 
 
+def checkpoint_file(run_dir, which_epoch="latest"):
+    """``run_dir/latest.pt``, or ``run_dir/epoch_N.pt`` for ``which_epoch`` N."""
+    return Path(run_dir) / ("latest.pt" if which_epoch == "latest" else f"epoch_{which_epoch}.pt")
+
+
 def load_checkpoint(path, map_location="cpu"):
     """The checkpoint dict saved by train.py: G, D, E (None without --instance_feat),
     optimizer_G, optimizer_D, scaler, epoch, iteration, epoch_iter, image_pool, rng, opt.
-    Holds only tensors and plain values, so it loads with ``weights_only=True``."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    Holds only tensors and plain values, so it loads with ``weights_only=True``. A file that is
+    not one (truncated, or something else) is a one-line UserError."""
+    return read_weights(path, map_location)
+
+
+def read_weights(path, map_location="cpu"):
+    """``torch.load`` of a file of tensors (``weights_only``), or a UserError naming the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason}); it may be truncated or "
+                        "another kind of file: download or train it again") from None
 
 
 def rng_state():
@@ -784,8 +804,7 @@ def build_parser():
                    help="scale images to this width (paper: 1024 for G1, 2048 for G1+G2)")
     g.add_argument("--fineSize", type=int, default=512, help="crop size for the *_crop modes")
     g.add_argument("--resize_or_crop", default="scale_width",
-                   choices=["none", "resize_and_crop", "scale_width", "scale_width_and_crop"],
-                   help="preprocessing (official names)")
+                   choices=data.RESIZE_OR_CROP, help="preprocessing (official names)")
     g.add_argument("--no_flip", action="store_true", help="no random horizontal flip")
     g.add_argument("--batchSize", type=int, default=1,
                    help="batch size PER PROCESS (with torchrun: per GPU); paper: 1")
@@ -826,6 +845,9 @@ def build_parser():
     g.add_argument("--no_vgg_loss", action="store_true", help="drop the VGG perceptual loss")
     g.add_argument("--no_lsgan", action="store_true",
                    help="the original GAN loss (BCE) instead of LSGAN (paper: LSGAN)")
+    g.add_argument("--gan_mode", default="lsgan", choices=losses.GAN_MODES,
+                   help="the adversarial loss: lsgan (paper), vanilla (BCE, as --no_lsgan), or "
+                        "hinge (ours; not in the paper)")
     g.add_argument("--pool_size", type=int, default=0,
                    help="history of synthesized pairs shown to D; 0 = none (official: 0)")
     g.add_argument("--niter_fix_global", type=int, default=0,

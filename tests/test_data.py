@@ -356,6 +356,14 @@ def test_rgb_inputs_without_label_nc_0_are_pointed_at_the_flag(tmp_path):
     assert "--label_nc 0" in message(excinfo)
 
 
+def test_label_map_with_an_alpha_channel_reads_its_ids_and_a_cmyk_one_is_refused(tmp_path):
+    ids = np.array([[0, 7], [26, 34]], np.uint8)
+    grey_alpha = Image.fromarray(np.stack([ids, np.full_like(ids, 255)], -1), "LA")
+    assert np.array_equal(np.asarray(data.check_label_map(grey_alpha, "a.png", 35)), ids)
+    with pytest.raises(data.DataError, match="mode CMYK cannot hold label ids"):
+        data.check_label_map(Image.new("CMYK", (2, 2)), "b.png", 35)
+
+
 def test_labels_without_photos_are_named(tmp_path):
     for i, stem in enumerate(["a", "b", "c"]):
         constant_triplet(tmp_path, f"train_label/{stem}.png", f"train_inst/{stem}.png",

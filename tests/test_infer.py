@@ -276,6 +276,16 @@ def test_official_1024p_generator_runs_on_label_and_instance_files(official_1024
     assert Image.open(tmp_path / "out.png").size == size
 
 
+def test_official_checkpoint_that_is_not_a_weights_file_is_one_line(capsys, tmp_path):
+    """A half-downloaded or mistaken file: one line naming it, not torch.load's traceback."""
+    path = tmp_path / "latest_net_G.pth"
+    path.write_text("<html>404 Not Found</html>")
+    code, _, err = run(["--official_checkpoint", path, "--label", path, "--out",
+                        tmp_path / "x.png", "--device", "cpu"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{path}: not a readable checkpoint" in err
+
+
 def test_official_checkpoint_of_another_network_is_one_line(capsys, tmp_path):
     """The released encoder E given as a --netG global generator: the keys do not fit."""
     path = tmp_path / "latest_net_E.pth"

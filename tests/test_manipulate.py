@@ -98,6 +98,8 @@ def test_purity_and_adjusted_rand_index_by_hand():
     assert purity([0, 0, 0, 0], [0, 0, 0, 1]) == 0.75
     # the worst split of 2 x 2 points is below chance
     assert adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)
+    # one point: no pair to disagree about, as scikit-learn
+    assert adjusted_rand_index([3], ["a"]) == 1.0
 
 
 def test_adjusted_rand_index_is_near_zero_for_unrelated_partitions():
@@ -170,7 +172,7 @@ def test_only_instances_above_the_size_threshold_are_clustered():
     instances = manipulate.Instances(
         stems=["a", "a", "b", "b"], ids=torch.tensor([26000, 26001, 26000, 7]),
         classes=torch.tensor([26, 26, 26, 7]), features=features,
-        pixels=torch.tensor([10, 40, 60, 900]), area=torch.tensor([0.3125, 0.5, 0.9375, 14.0]))
+        area=torch.tensor([0.3125, 0.5, 0.9375, 14.0]))
     centers, counts, kept = manipulate.cluster_classes(instances, n_clusters=10, min_area=0.5)
     assert kept == {7: 1, 26: 1}  # area 0.5 is not above the threshold
     assert torch.equal(centers[26], torch.tensor([[2., 2, 2]]))

@@ -159,6 +159,19 @@ def test_no_instance_drops_the_boundary_channel(city, tmp_path):
     assert ckpt["D"]["D.0.layers.0.conv.weight"].shape[1] == 38
 
 
+def test_gan_mode_hinge_reaches_every_adversarial_term(city, tmp_path, monkeypatch):
+    modes, gan_loss = [], losses.gan_loss
+
+    def recording(predictions, target_is_real, mode="lsgan", **kwargs):
+        modes.append(mode)
+        return gan_loss(predictions, target_is_real, mode, **kwargs)
+
+    monkeypatch.setattr(losses, "gan_loss", recording)
+    out = run(city, tmp_path, "--gan_mode", "hinge", "--max_iters", "2")
+    assert out["iteration"] == 2
+    assert modes == ["hinge"] * 6  # G's term, D's real and fake terms, in each iteration
+
+
 def test_label_nc_0_trains_image_to_image_from_train_A_to_train_B(tmp_path):
     root = tmp_path / "edges"
     rng = np.random.default_rng(0)
