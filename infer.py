@@ -152,7 +152,7 @@ def synthesize(model, label, inst, features=None):
 
 def autocast(model):
     """bf16 autocast where the device supports it, else fp16; a no-op when ``model.amp`` is off."""
-    bf16 = model.device.type != "cuda" or torch.cuda.is_bf16_supported()
+    bf16 = model.device.type != "cuda" or train.bf16_supported()
     return torch.autocast(model.device.type, dtype=torch.bfloat16 if bf16 else torch.float16,
                           enabled=model.amp)
 

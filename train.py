@@ -119,13 +119,15 @@ def train(opt, ctrl_c=None):
 
     # ---- mixed precision: bf16 needs no loss scaling; fp16 gets one GradScaler for G and D
     use_amp = opt.amp if opt.amp is not None else use_cuda
-    amp_dtype = (torch.float16 if use_cuda and not torch.cuda.is_bf16_supported()
-                 else torch.bfloat16)
+    amp_dtype = (torch.float16 if use_cuda and not bf16_supported() else torch.bfloat16)
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
 
     # ---- options and paths that cannot work, reported before anything is written
     synthetic = opt.dataroot is None
+    if opt.no_lsgan and opt.gan_mode not in ("lsgan", "vanilla"):
+        raise UserError(f"--no_lsgan and --gan_mode {opt.gan_mode} contradict each other; "
+                        "pass only one")
     if opt.instance_feat and opt.no_instance:
         raise UserError("--instance_feat needs instance maps: drop --no_instance")
     if opt.netG == "local" and opt.n_local_enhancers < 1:
@@ -181,8 +183,9 @@ def train(opt, ctrl_c=None):
     torch.manual_seed(opt.seed)
     G, D, E = build_networks(opt)
     if opt.load_pretrain and resume is None:
-        load_pretrained_generator(G, E, opt.load_pretrain)
-        say(f"G1 loaded from {opt.load_pretrain}")
+        whole_D = load_pretrained(G, D, E, opt.load_pretrain)
+        say(f"G1 and {'D' if whole_D else 'the D_k of matching shape'} loaded from "
+            f"{opt.load_pretrain}")
     elif opt.load_pretrain:
         say(f"--load_pretrain ignored: resuming {resume_path}, which already holds G1")
     G, D = G.to(device), D.to(device)
@@ -197,6 +200,12 @@ def train(opt, ctrl_c=None):
         epoch, epoch_iter, iteration = resume["epoch"], resume["epoch_iter"], resume["iteration"]
         if epoch_iter >= batches_per_epoch:  # saved at the end of an epoch
             epoch, epoch_iter = epoch + 1, 0
+        elif epoch_iter > 0 and (resume["world_size"], resume["opt"]["batchSize"]) != (
+                world_size, opt.batchSize):
+            raise UserError(
+                f"--continue_train: {resume_path} stopped mid-epoch with {resume['world_size']} "
+                f"process(es) x --batchSize {resume['opt']['batchSize']}; resume with the same "
+                "to see the same batches, or from an epoch_N.pt (--which_epoch N)")
     optimizer_G = build_optimizer_G(G, E, opt, only_enhancers=epoch <= opt.niter_fix_global)
     optimizer_D = adam(D.parameters(), opt)
     if resume is not None:
@@ -239,17 +248,19 @@ def train(opt, ctrl_c=None):
             f"samples in {run_dir / 'samples'}, checkpoints in {run_dir}")
 
     n_epochs = opt.niter + opt.niter_decay
-    saved_at, last_log, interval = -1, time.time(), []
+    saved_at = iteration if resume is not None else -1  # iteration of the last save
+    last_log, interval = time.time(), []
 
     def checkpoint():
         return {"G": G_raw.state_dict(), "D": D_raw.state_dict(),
                 "E": E_raw.state_dict() if E_raw is not None else None,
                 "optimizer_G": optimizer_G.state_dict(), "optimizer_D": optimizer_D.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "iteration": iteration,
-                "epoch_iter": epoch_iter, "image_pool": pool.state_dict(), "rng": rng_state(),
-                "opt": vars(opt)}
+                "epoch_iter": epoch_iter, "world_size": world_size,
+                "image_pool": pool.state_dict(), "rng": rng_state(), "opt": vars(opt)}
 
-    stop = None  # why the run ends before its last epoch: "max_iters" or "interrupted"
+    # why the run ends before its last epoch: "max_iters" or "interrupted"
+    stop = "max_iters" if opt.max_iters is not None and iteration >= opt.max_iters else None
     while epoch <= n_epochs and stop is None:
         epoch_start, lr = time.time(), learning_rate(opt, epoch)
         for group in optimizer_G.param_groups + optimizer_D.param_groups:
@@ -346,6 +357,8 @@ def train(opt, ctrl_c=None):
         say(f"checkpoint {run_dir / 'latest.pt'}, samples in {run_dir / 'samples'}")
         if stop == "interrupted":
             say("Resume with the same command and --continue_train")
+    if distributed:  # no process exits (which makes torchrun stop the others) before the save
+        dist.barrier()
     if stop == "interrupted":
         sys.exit(130)
     return {"G": G_raw, "D": D_raw, "E": E_raw, "epoch": epoch, "iteration": iteration}
@@ -442,6 +455,12 @@ def build_networks(opt):
     return G, D, E
 
 
+def bf16_supported():
+    """Whether the current GPU computes in bf16 natively (Ampere and later); older ones would
+    emulate it, slowly, so they get fp16 with a gradient scaler instead."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def size_multiple(opt):
     """G's total downsampling (and E's, with instance features): every side of an input must be
     a multiple of it, so that the upsampling path gives back the input's size."""
@@ -451,9 +470,10 @@ def size_multiple(opt):
 
 def build_optimizer_G(G, E, opt, only_enhancers):
     """Adam over G and E. With ``only_enhancers`` (the first --niter_fix_global epochs of a local
-    run) G1 is left out: its weights still get gradients but are not updated."""
+    run) only the outermost (finest) enhancer is optimised, as the official code: G1, and the
+    coarser enhancers when there are several, still get gradients but are not updated."""
     if only_enhancers and isinstance(G, networks.LocalEnhancer):
-        params = list(G.enhancers.parameters())
+        params = list(G.enhancers[-1].parameters())
     else:
         params = list(G.parameters())
     if E is not None:
@@ -477,8 +497,10 @@ def learning_rate(opt, epoch):
     return opt.lr * (1.0 - max(0, epoch - 1 - opt.niter) / opt.niter_decay)
 
 
-def load_pretrained_generator(G, E, path):
-    """--load_pretrain: G1 (and E, when both runs have one) from a --netG global run."""
+def load_pretrained(G, D, E, path):
+    """--load_pretrain: G1 (and E, when both runs have one) from a --netG global run, and its
+    D_k, as the official code; a D_k whose shape differs (another --num_D, --ndf or label set)
+    keeps its fresh weights. Returns whether all of D was loaded."""
     path = Path(path)
     file = checkpoint_file(path) if path.is_dir() else path
     if not file.is_file():
@@ -499,6 +521,11 @@ def load_pretrained_generator(G, E, path):
             "have the same --label_nc, --no_instance, --instance_feat, --n_downsample_global, "
             "--n_blocks_global, and --ngf equal to this run's --ngf * 2^n_local_enhancers"
         ) from None
+    ours = D.state_dict()
+    fitting = {k: v for k, v in pretrained["D"].items()
+               if k in ours and ours[k].shape == v.shape}
+    D.load_state_dict(fitting, strict=False)
+    return len(fitting) == len(ours)
 
 
 def check_same_architecture(saved, opt, path):
@@ -546,10 +573,14 @@ def checkpoint_file(run_dir, which_epoch="latest"):
 
 def load_checkpoint(path, map_location="cpu"):
     """The checkpoint dict saved by train.py: G, D, E (None without --instance_feat),
-    optimizer_G, optimizer_D, scaler, epoch, iteration, epoch_iter, image_pool, rng, opt.
-    Holds only tensors and plain values, so it loads with ``weights_only=True``. A file that is
-    not one (truncated, or something else) is a one-line UserError."""
-    return read_weights(path, map_location)
+    optimizer_G, optimizer_D, scaler, epoch, iteration, epoch_iter, world_size, image_pool, rng,
+    opt. Holds only tensors and plain values, so it loads with ``weights_only=True``. A file that
+    is not one (truncated, or something else) is a one-line UserError."""
+    checkpoint = read_weights(path, map_location)
+    if not isinstance(checkpoint, dict) or not {"G", "D", "opt"} <= checkpoint.keys():
+        raise UserError(f"{path} is not a checkpoint written by train.py; for NVIDIA's "
+                        "latest_net_G.pth use infer.py --official_checkpoint")
+    return checkpoint
 
 
 def read_weights(path, map_location="cpu"):
@@ -649,7 +680,7 @@ class EpochSeeded(Dataset):
         with torch.random.fork_rng(devices=[]):
             random.seed(seed)
             np.random.seed(seed)
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's untouched
             try:
                 return self.dataset[index]
             finally:
@@ -772,6 +803,9 @@ def main(argv=None):
         fail(err, 2)
     except TrainingStopped as err:
         fail(err, 1)
+    except OSError as err:  # writing a sample, the loss log, the plot or opt.json
+        fail(f"{err.filename or 'a file'}: {err.strerror or err}; free disk space or choose "
+             "another --checkpoints_dir, then resume with --continue_train", 1)
     except KeyboardInterrupt:
         fail("interrupted twice: stopped without saving; the last checkpoint is kept", 130)
     finally:
@@ -855,7 +889,8 @@ def build_parser():
     g.add_argument("--load_pretrain", default="",
                    help="a --netG global run (folder or .pt file) whose G1 starts --netG local")
     g.add_argument("--continue_train", action="store_true",
-                   help="resume exactly where checkpoints_dir/name/<which_epoch>.pt stopped")
+                   help="resume exactly where checkpoints_dir/name/latest.pt (or epoch_N.pt with "
+                        "--which_epoch N) stopped")
     g.add_argument("--which_epoch", default="latest",
                    help="checkpoint to resume: 'latest' or an epoch number N (epoch_N.pt)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -893,8 +928,10 @@ def explicit_options(argv):
 
 
 def fail(message, code):
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every process fails alike
-        print(f"train.py: {one_line(message)}", file=sys.stderr)
+    """One line on stderr and exit. Under torchrun every process says it, with its rank: an
+    error may come from one process's share of the data only."""
+    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    print(f"train.py: {rank}{one_line(message)}", file=sys.stderr)
     sys.exit(code)
 
 

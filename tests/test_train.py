@@ -101,7 +101,7 @@ def test_global_run_writes_checkpoint_samples_and_logs(city, tmp_path):
     run_dir = tmp_path / "run"
     ckpt = train.load_checkpoint(run_dir / "latest.pt")
     assert set(ckpt) == {"G", "D", "E", "optimizer_G", "optimizer_D", "scaler", "epoch",
-                         "iteration", "epoch_iter", "image_pool", "rng", "opt"}
+                         "iteration", "epoch_iter", "world_size", "image_pool", "rng", "opt"}
     assert (ckpt["epoch"], ckpt["iteration"], ckpt["epoch_iter"], ckpt["E"]) == (1, 2, 2, None)
     assert not any(k.startswith("module.") for k in ckpt["G"])
     assert_same_tensors(ckpt["G"], out["G"].state_dict())
@@ -121,11 +121,13 @@ def test_local_enhancer_starts_from_the_global_G1_and_keeps_it_fixed_for_niter_f
         city, tmp_path, capsys):
     run(city, tmp_path, "--max_iters", "2", name="global")
     G1 = train.load_checkpoint(tmp_path / "global" / "latest.pt")["G"]
+    D = train.load_checkpoint(tmp_path / "global" / "latest.pt")["D"]
     # The local run's G1 is ngf * 2 wide: ngf 4 here, as ngf 32 around a 64-wide G1 in the paper.
     run(city, tmp_path, "--netG", "local", "--ngf", "4", "--load_pretrain",
         str(tmp_path / "global"), "--niter_fix_global", "1", "--save_epoch_freq", "1",
         "--max_iters", "4", name="local")
-    assert "Now also finetuning global generator" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "G1 and D loaded from" in out and "Now also finetuning global generator" in out
     after_epoch_1 = train.load_checkpoint(tmp_path / "local" / "epoch_1.pt")["G"]
     after_epoch_2 = train.load_checkpoint(tmp_path / "local" / "latest.pt")["G"]
     kept = [k for k in G1 if not k.startswith("output.")]
@@ -439,6 +441,31 @@ def test_continue_train_with_another_ngf_is_refused_naming_ngf(city, tmp_path, c
         "--dataroot", str(city), "--checkpoints_dir", str(tmp_path), "--name", "run", *TINY,
         "--ngf", "16", "--continue_train"])
     assert code == 2 and len(err) == 1 and "ngf (checkpoint 8, now 16)" in err[0]
+
+
+def test_resuming_a_run_that_reached_max_iters_trains_no_further(city, tmp_path, capsys):
+    run(city, tmp_path, "--max_iters", "2")
+    before = train.load_checkpoint(tmp_path / "run" / "latest.pt")
+    out = run(city, tmp_path, "--max_iters", "2", "--continue_train")
+    assert out["iteration"] == 2
+    assert_same_tensors(train.load_checkpoint(tmp_path / "run" / "latest.pt")["G"], before["G"])
+
+
+def test_mid_epoch_resume_with_another_batch_size_is_refused(city, tmp_path, capsys):
+    run(city, tmp_path, "--max_iters", "1")
+    code, err = exit_code_and_message(capsys, [
+        "--dataroot", str(city), "--checkpoints_dir", str(tmp_path), "--name", "run", *TINY,
+        "--batchSize", "2", "--continue_train"])
+    assert code == 2 and len(err) == 1 and "--batchSize 1" in err[0] and "mid-epoch" in err[0]
+
+
+def test_load_pretrain_of_a_file_not_written_by_train_py_is_one_line(city, tmp_path, capsys):
+    official = tmp_path / "latest_net_G.pth"
+    torch.save({"model.1.weight": torch.zeros(1)}, official)
+    code, err = exit_code_and_message(capsys, [
+        "--dataroot", str(city), "--checkpoints_dir", str(tmp_path), "--name", "local", *TINY,
+        "--netG", "local", "--ngf", "4", "--load_pretrain", str(official)])
+    assert code == 2 and len(err) == 1 and "not a checkpoint written by train.py" in err[0]
 
 
 def test_missing_vgg_weights_stop_a_real_run_before_training(city, tmp_path, monkeypatch, capsys):
