@@ -190,6 +190,8 @@ def train(opt, ctrl_c=None):
         say(f"--load_pretrain ignored: resuming {resume_path}, which already holds G1")
     G, D = G.to(device), D.to(device)
     E = E.to(device) if E is not None else None
+    # Under torchrun each process has its own pool, but only rank 0's is saved: a resumed
+    # multi-process run with --pool_size > 0 continues from rank 0's history on every rank.
     pool = ImagePool(opt.pool_size, seed=opt.seed + rank)
     epoch, epoch_iter, iteration = 1, 0, 0
     if resume is not None:
