@@ -30,8 +30,7 @@ Contents, in reading order:
 * inputs: ``load_inputs`` (one label map, instance map and photo from files) and
   ``inference_dataset`` (a split), both at the size the model was trained at, without random
   crops or flips;
-* ``run_dataset`` / ``run_files``: the command-line work, ``write_index_html``; ``pick_device``;
-  ``main``.
+* ``run_dataset`` / ``run_files``: the command-line work, ``write_index_html``; ``main``.
 """
 
 import argparse
@@ -152,8 +151,7 @@ def synthesize(model, label, inst, features=None):
 
 def autocast(model):
     """bf16 autocast where the device supports it, else fp16; a no-op when ``model.amp`` is off."""
-    bf16 = model.device.type != "cuda" or train.bf16_supported()
-    return torch.autocast(model.device.type, dtype=torch.bfloat16 if bf16 else torch.float16,
+    return torch.autocast(model.device.type, dtype=train.amp_dtype(model.device.type),
                           enabled=model.amp)
 
 
@@ -445,15 +443,8 @@ def main(argv=None):
         sys.exit(2)
 
 
-def pick_device(choice):
-    """--device auto|cpu|cuda -> "cuda" or "cpu"; cuda asked for but absent is a UserError."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
-    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
-
-
 def run(opt):
-    device = pick_device(opt.device)
+    device = train.pick_device(opt.device)
     if opt.official_checkpoint:
         ngf = opt.ngf or (32 if opt.netG == "local" else 64)
         model = load_official_model(opt.official_checkpoint, opt.netG, ngf, opt.label_nc,

@@ -251,7 +251,7 @@ class VGGLoss(nn.Module):
 
 
 class VGGWeightsMissing(RuntimeError):
-    """The ImageNet VGG19 weights are not in the local torch hub cache (they are never downloaded)."""
+    """The ImageNet VGG19 weights are not in the local torch hub cache (never downloaded here)."""
 
 
 def load_vgg19():

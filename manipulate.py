@@ -646,7 +646,7 @@ def open_model(opt):
         raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt)")
     run_dir = Path(opt.checkpoints_dir) / opt.name
     model = infer.load_model(train.checkpoint_file(run_dir, opt.which_epoch),
-                             infer.pick_device(opt.device), opt.amp)
+                             train.pick_device(opt.device), opt.amp)
     require_encoder(model)
     return model, Path(opt.cluster_file or run_dir / infer.CLUSTER_FILE)
 

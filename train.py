@@ -32,7 +32,8 @@ Contents, in reading order:
 
 * ``train``: setup, then the one training loop, with AMP, gradient scaling, DDP and checkpoints;
 * ``compute_losses`` / ``update``: one iteration, every loss term, then the G and D steps;
-* ``build_networks``, ``build_optimizer_G``, ``adam``, ``learning_rate``: G, D_k, E and their schedule;
+* ``build_networks``, ``build_optimizer_G``, ``adam``, ``learning_rate``: G, D_k, E, their
+  optimizers and schedule; ``pick_device``, ``amp_dtype``: where and in which precision;
 * ``save_checkpoint`` / ``load_checkpoint``: one atomic file with everything needed to resume;
 * helpers: ``ImagePool`` (history of synthesized pairs for D), ``EpochSeeded`` (data order and
   augmentation drawn from (seed, epoch, index), so a resumed run sees the same batches),
@@ -101,11 +102,9 @@ def train(opt, ctrl_c=None):
     """Train as ``opt`` says; ``ctrl_c`` (a ``StopRequest``) asks the loop to save and stop."""
     ctrl_c = ctrl_c if ctrl_c is not None else StopRequest()
     # ---- processes and device: one process per GPU under torchrun, else one process
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if opt.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
-    use_cuda = opt.device == "cuda" or (opt.device == "auto" and torch.cuda.is_available())
+    distributed = world_size > 1
+    use_cuda = pick_device(opt.device) == "cuda"
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -119,9 +118,9 @@ def train(opt, ctrl_c=None):
 
     # ---- mixed precision: bf16 needs no loss scaling; fp16 gets one GradScaler for G and D
     use_amp = opt.amp if opt.amp is not None else use_cuda
-    amp_dtype = (torch.float16 if use_cuda and not bf16_supported() else torch.bfloat16)
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    dtype = amp_dtype(device.type)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and dtype == torch.float16)
 
     # ---- options and paths that cannot work, reported before anything is written
     synthetic = opt.dataroot is None
@@ -244,7 +243,7 @@ def train(opt, ctrl_c=None):
         (run_dir / "opt.json").write_text(json.dumps(vars(opt), indent=2) + "\n")
         start_loss_log(run_dir / "loss_log.csv", keep_until=iteration if resume else None)
         processes = f" in each of {world_size} processes" if distributed else ""
-        precision = f", autocast {str(amp_dtype).replace('torch.', '')}" if use_amp else ""
+        precision = f", autocast {str(dtype).replace('torch.', '')}" if use_amp else ""
         say(f"Training {opt.netG} G on {opt.dataroot}: {len(dataset)} images, "
             f"{batches_per_epoch} iterations per epoch{processes}, on {device}{precision}; "
             f"samples in {run_dir / 'samples'}, checkpoints in {run_dir}")
@@ -457,10 +456,20 @@ def build_networks(opt):
     return G, D, E
 
 
-def bf16_supported():
-    """Whether the current GPU computes in bf16 natively (Ampere and later); older ones would
-    emulate it, slowly, so they get fp16 with a gradient scaler instead."""
-    return torch.cuda.is_bf16_supported(including_emulation=False)
+def pick_device(choice):
+    """--device auto|cpu|cuda -> "cuda" or "cpu"; cuda asked for but absent is a UserError."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
+    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def amp_dtype(device_type):
+    """The autocast dtype: bf16 (no loss scaling needed) on the CPU and on GPUs that compute it
+    natively (Ampere and later); fp16, with a gradient scaler, on older GPUs, which would only
+    emulate bf16, slowly."""
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16
+    return torch.bfloat16
 
 
 def size_multiple(opt):

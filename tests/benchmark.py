@@ -69,8 +69,8 @@ def case_train(device, amp, size, netG, official_order=False):
     if official_order:  # the official code's Adam: a Python loop over the weight tensors
         optimizer_G, optimizer_D = (torch.optim.Adam(net.parameters(), lr=opt.lr,
                                                      betas=(opt.beta1, 0.999)) for net in (G, D))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda"
-                                  and not train.bf16_supported())
+    scaler = torch.amp.GradScaler(device.type,
+                                  enabled=amp and train.amp_dtype(device.type) == torch.float16)
     pool = train.ImagePool(0, seed=0)
     s_in = random_generator_input(device, h, w)
     s = s_in[:, :LABEL_NC].argmax(1, keepdim=True)
@@ -159,10 +159,7 @@ def per_instance_loop(features, inst):
 # ---------------------------------------------------------------------------------------------
 
 def autocast(device, enabled):
-    dtype = torch.bfloat16
-    if device.type == "cuda" and not train.bf16_supported():
-        dtype = torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+    return torch.autocast(device.type, dtype=train.amp_dtype(device.type), enabled=enabled)
 
 
 def random_generator_input(device, h, w, seed=0):
