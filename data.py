@@ -19,7 +19,8 @@ What is inside, in reading order:
 * ``one_hot``, ``instance_boundaries`` (the boundary map of sec. 3.3) and ``generator_input``.
 * ``DataError``: every problem with a user's files, as one line naming the path and the fix.
 * The Cityscapes classes and palette (``CITYSCAPES_CLASSES``, ``class_name``, ``colorize_label``),
-  ``instance_class`` (the class of a Cityscapes instance id), ``tensor_to_image``, ``save_image``.
+  ``instance_class`` (the class of a Cityscapes instance id), ``tensor_to_image``,
+  ``label_to_image``, ``save_image``.
 * ``make_synthetic_city``: a small city rendered from its own label maps, with every instance's true
   appearance style recorded in ``styles.json``; the quick-start data and the ground truth against
   which the encoder + K-means of sec. 3.4 is checked. ``python data.py synth ROOT`` writes it.
@@ -282,6 +283,14 @@ def tensor_to_image(t):
     """(3, H, W) in [-1, 1] -> RGB PIL image; the exact inverse of the dataset's x / 127.5 - 1."""
     t = ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return Image.fromarray(t.permute(1, 2, 0).numpy())
+
+
+def label_to_image(label, label_nc):
+    """A label map as an RGB PIL image: (1, H, W) ids in the Cityscapes colours, or, when
+    ``label_nc`` is 0, the (3, H, W) RGB input in [-1, 1] itself."""
+    if label_nc == 0:
+        return tensor_to_image(label)
+    return Image.fromarray(colorize_label(label).permute(1, 2, 0).numpy())
 
 
 def save_image(t, path):

@@ -43,7 +43,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 
 import data
@@ -332,7 +331,7 @@ def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=N
         seconds += time.perf_counter() - start
         row = {"stem": stem, "label": f"images/{stem}_label.png",
                "synthesized": f"images/{stem}_synthesized.png"}
-        label_picture(batch["label"][0], opt.label_nc).save(images / f"{stem}_label.png")
+        data.label_to_image(batch["label"][0], opt.label_nc).save(images / f"{stem}_label.png")
         data.save_image(fake[0].cpu(), images / f"{stem}_synthesized.png")
         if has_image:
             row["real"] = f"images/{stem}_real.png"
@@ -353,13 +352,6 @@ def run_files(model, label_path, inst_path, image_path, out_path, feature_source
         fake = synthesize(model, label, inst, features)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     data.save_image(fake[0].cpu(), out_path)
-
-
-def label_picture(label, label_nc):
-    """The label map as a PIL image: Cityscapes colours for ids, the RGB label itself otherwise."""
-    if label_nc == 0:
-        return data.tensor_to_image(label.float())
-    return Image.fromarray(data.colorize_label(label.cpu()).permute(1, 2, 0).numpy())
 
 
 def write_index_html(path, rows, title):

@@ -411,7 +411,7 @@ def require_encoder(model):
 
 def highlight(label, inst, instance_id, label_nc):
     """The colourised label map with the chosen instance lightened, as a PIL image."""
-    picture = np.asarray(infer.label_picture(label[0], label_nc)).astype(np.float32)
+    picture = np.asarray(data.label_to_image(label[0], label_nc)).astype(np.float32)
     mask = (inst[0, 0] == instance_id).cpu().numpy()
     picture[mask] = 0.4 * picture[mask] + 0.6 * 255
     return Image.fromarray(picture.astype(np.uint8))

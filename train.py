@@ -742,12 +742,8 @@ def make_synthetic_city(root):
 
 def save_sample_grid(path, s, fake, x, label_nc):
     """colourised label map | synthesized image | real photo, side by side, as a PNG."""
-    s, fake, x = s.detach().cpu(), fake.detach().float().cpu(), x.detach().float().cpu()
-    if label_nc > 0:
-        label_image = Image.fromarray(data.colorize_label(s).permute(1, 2, 0).numpy())
-    else:
-        label_image = data.tensor_to_image(s.float())
-    panels = [label_image, data.tensor_to_image(fake), data.tensor_to_image(x)]
+    panels = [data.label_to_image(s, label_nc), data.tensor_to_image(fake),
+              data.tensor_to_image(x)]
     W, H = panels[0].size
     grid = Image.new("RGB", (3 * W, H))
     for i, panel in enumerate(panels):
