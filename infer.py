@@ -20,23 +20,12 @@ Usage::
     python infer.py --name NAME --label L.png --inst I.png --out O.png # one label map
     python infer.py --official_checkpoint checkpoints/label2city_1024p/latest_net_G.pth \
         --netG local --ngf 32 --dataroot ./cityscapes --phase test     # NVIDIA's 2048x1024 model
-
-Contents, in reading order:
-
-* ``Model``, ``load_model`` (our checkpoints), ``load_official_model`` (``latest_net_G.pth``);
-* ``synthesize``: G's input and G, under autocast on CUDA;
-* ``instance_feature_map``: F from E or from the cluster file; ``sample_cluster_features`` (pure);
-* the cluster file: ``save_clusters`` / ``load_clusters`` (``.npz``, arrays only, no pickle);
-* inputs: ``load_inputs`` (one label map, instance map and photo from files) and
-  ``inference_dataset`` (a split), both at the size the model was trained at, without random
-  crops or flips;
-* ``run_dataset`` / ``run_files``: the command-line work, ``write_index_html``; ``main``.
 """
 
 import argparse
 import html
-import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -47,8 +36,9 @@ from torch.utils.data import DataLoader
 
 import data
 import networks
-import train
-from train import UserError
+import official
+import runs
+from runs import UserError
 
 # The cluster file's default name beside the checkpoint (manipulate.py encode writes it).
 CLUSTER_FILE = "clusters.npz"
@@ -62,13 +52,15 @@ CLUSTER_FILE = "clusters.npz"
 class Model:
     """A generator G ready for inference, with the encoder E when it was trained with
     ``--instance_feat``, the training options ``opt`` (official flag names), where it runs
-    (``amp``: under autocast) and the file it came from."""
+    (``amp``: under autocast), the file it came from, and, for our checkpoints, how many pixels
+    of each class it trained on."""
     G: torch.nn.Module
     E: Optional[torch.nn.Module]
     opt: argparse.Namespace
     device: torch.device
     amp: bool
     source: str
+    class_pixels: Optional[torch.Tensor] = None  # pixels of each class seen in training
 
 
 def load_model(path, device="cpu", amp=None):
@@ -78,18 +70,20 @@ def load_model(path, device="cpu", amp=None):
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint there; train one with train.py --name "
                         f"{path.parent.name}, or check --name, --checkpoints_dir, --which_epoch")
-    checkpoint = train.load_checkpoint(path)
+    checkpoint = runs.load_checkpoint(path)
     opt = argparse.Namespace(**checkpoint["opt"])
-    G, _, E = train.build_networks(opt)
+    G, _, E = runs.build_networks(opt)
     G.load_state_dict(checkpoint["G"])
     if E is not None:
         E.load_state_dict(checkpoint["E"])
-    return _ready(G, E, opt, device, amp, path)
+    model = _ready(G, E, opt, device, amp, path)
+    model.class_pixels = checkpoint.get("class_pixels")
+    return model
 
 
 def load_official_model(path, netG="local", ngf=32, label_nc=35, device="cpu", amp=None):
     """Load a generator saved by NVIDIA's pix2pixHD (``latest_net_G.pth``, a plain state_dict with
-    ``model.17.conv_block.1.weight``-style keys) through ``networks.load_official_state_dict``.
+    ``model.17.conv_block.1.weight``-style keys) through ``official.load_official_state_dict``.
 
     The released Cityscapes models: label2city_1024p is ``netG='local', ngf=32``, label2city_512p
     is ``netG='global', ngf=64``; both take 35 one-hot labels + the boundary map (36 channels), and
@@ -101,7 +95,11 @@ def load_official_model(path, netG="local", ngf=32, label_nc=35, device="cpu", a
     if not path.is_file():
         raise UserError(f"--official_checkpoint {path}: no such file; download latest_net_G.pth "
                         "of label2city_1024p from the official pix2pixHD README (see README.md)")
-    state_dict = train.read_weights(path)
+    state_dict = runs.read_weights(path)
+    if isinstance(state_dict, dict) and {"G", "D", "opt"} <= state_dict.keys():
+        raise UserError(f"--official_checkpoint {path} is a checkpoint written by this project's "
+                        f"train.py, not NVIDIA's: load it with --name {path.parent.name} "
+                        f"--checkpoints_dir {path.parent.parent}")
     opt = argparse.Namespace(
         label_nc=label_nc, no_instance=False, instance_feat=False, feat_num=3, netG=netG,
         ngf=ngf, n_downsample_global=4, n_blocks_global=9, n_local_enhancers=1,
@@ -111,7 +109,7 @@ def load_official_model(path, netG="local", ngf=32, label_nc=35, device="cpu", a
     G = networks.define_G(netG, label_nc + 1, 3, ngf, opt.n_downsample_global,
                           opt.n_blocks_global, opt.n_local_enhancers, opt.n_blocks_local)
     try:
-        networks.load_official_state_dict(G, state_dict)
+        official.load_official_state_dict(G, state_dict)
     except ValueError as err:
         raise UserError(f"--official_checkpoint {path}: {err}; label2city_1024p needs --netG local "
                         "--ngf 32, label2city_512p --netG global --ngf 64, both --label_nc 35"
@@ -131,10 +129,12 @@ def _ready(G, E, opt, device, amp, path):
 # Synthesis
 # ---------------------------------------------------------------------------------------------
 
+@torch.inference_mode()
 def synthesize(model, label, inst, features=None):
     r"""\hat x = G(s \oplus B(I) \oplus F): (B, 1, H, W) label ids (or (B, 3, H, W) RGB labels when
     label_nc is 0), (B, 1, H, W) instance ids, optional (B, feat_num, H, W) instance features ->
-    (B, 3, H, W) float32 in [-1, 1] on the model's device. Call it under ``torch.inference_mode``.
+    (B, 3, H, W) float32 in [-1, 1] on the model's device. Runs without autograd (inference
+    mode): nothing here is trained.
     """
     opt = model.opt
     label, inst = label.to(model.device), inst.to(model.device)
@@ -144,16 +144,11 @@ def synthesize(model, label, inst, features=None):
             raise ValueError("this G was trained with --instance_feat: pass the instance features")
         # (B, label_nc + 1, H, W) -> (B, label_nc + 1 + feat_num, H, W)
         x = torch.cat([x, features.to(model.device, x.dtype)], dim=1)
-    with autocast(model):
+    with runs.autocast(model.device, model.amp):
         return model.G(x).float()
 
 
-def autocast(model):
-    """bf16 autocast where the device supports it, else fp16; a no-op when ``model.amp`` is off."""
-    return torch.autocast(model.device.type, dtype=train.amp_dtype(model.device.type),
-                          enabled=model.amp)
-
-
+@torch.inference_mode()
 def instance_feature_map(model, inst, source, image=None, clusters=None, generator=None,
                          noted=None):
     """F for G's extra channels: (B, feat_num, H, W), or None when G has no instance features.
@@ -169,7 +164,7 @@ def instance_feature_map(model, inst, source, image=None, clusters=None, generat
         if image is None:
             raise UserError("--feature_source encoded needs the real photo (--image, or a split "
                             "with photos); use --feature_source clusters with a cluster file")
-        with autocast(model):
+        with runs.autocast(model.device, model.amp):
             return model.E(image.to(model.device), inst.to(model.device)).float()
     if clusters is None:
         raise UserError("--feature_source clusters needs a cluster file: make one with "
@@ -212,17 +207,38 @@ def sample_cluster_features(inst, clusters, feat_num, generator=None):
     return features.contiguous().to(inst.device), sorted(missing)
 
 
+def note_unseen_classes(model, label, noted):
+    """One line naming the classes of ``label`` that G never trained on, with their share of the
+    map's pixels: G has not learned them, so whatever it draws there is a guess. Each class is
+    named once when the caller passes the same set ``noted`` for a whole split. Nothing is
+    known for NVIDIA's checkpoints."""
+    if model.class_pixels is None or model.opt.label_nc == 0:
+        return
+    seen = model.class_pixels > 0
+    counts = torch.bincount(label.reshape(-1).cpu(), minlength=len(seen))[:len(seen)]
+    unseen = [c for c in (counts > 0).logical_and(~seen).nonzero()[:, 0].tolist()
+              if c not in noted]
+    if unseen:
+        noted.update(unseen)
+        shares = ", ".join(f"{c} {data.class_name(c)} ({100 * int(counts[c]) / label.numel():.1f}%"
+                           " of the map)" for c in unseen)
+        print(f"note: classes never seen in training: {shares}; G has not learned them")
+
+
 # ---------------------------------------------------------------------------------------------
 # The cluster file
 # ---------------------------------------------------------------------------------------------
 
-def save_clusters(path, centers, feat_num, label_nc, counts=None):
+def save_clusters(path, centers, feat_num, label_nc, counts=None, model_id=None):
     """Write K-means centres per class as ``.npz`` of plain arrays (loads with allow_pickle=False):
-    ``feat_num``, ``label_nc``, ``class_ids`` (C,), and per class ``centers_<id>`` (K, feat_num)
-    and, when given, ``counts_<id>`` (K,) instances per cluster. The official ``.npy`` of a
-    dict needs pickle, which numpy refuses by default."""
+    ``feat_num``, ``label_nc``, ``class_ids`` (C,), per class ``centers_<id>`` (K, feat_num)
+    and, when given, ``counts_<id>`` (K,) instances per cluster and ``model_id``, the
+    fingerprint of the encoder whose features were clustered (``runs.fingerprint``). The
+    official ``.npy`` of a dict needs pickle, which numpy refuses by default."""
     arrays = {"feat_num": np.array(feat_num), "label_nc": np.array(label_nc),
               "class_ids": np.array(sorted(centers), dtype=np.int64)}
+    if model_id is not None:
+        arrays["model_id"] = np.array(model_id)
     for c, mu in centers.items():
         arrays[f"centers_{c}"] = np.asarray(torch.as_tensor(mu).cpu(), dtype=np.float32)
         if counts is not None:
@@ -233,9 +249,12 @@ def save_clusters(path, centers, feat_num, label_nc, counts=None):
         np.savez(f, **arrays)
 
 
-def load_clusters(path, feat_num=None, label_nc=None):
+def load_clusters(path, feat_num=None, label_nc=None, model_id=None, allow_other_model=False):
     """{class id: (K, feat_num) float32 tensor} from ``save_clusters``' file. With ``feat_num`` /
-    ``label_nc`` given, a file made for another encoder or label set is refused (UserError)."""
+    ``label_nc`` given, a file made for another encoder width or label set is refused; with
+    ``model_id``, so is a file made for another encoder (its features mean something else),
+    unless ``allow_other_model``. A file written without a model_id (by hand) is taken as it is.
+    Unreadable files are one UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"cluster file {path} not found; make it with `python manipulate.py "
@@ -243,15 +262,25 @@ def load_clusters(path, feat_num=None, label_nc=None):
     try:
         with np.load(path, allow_pickle=False) as f:
             made_with = int(f["feat_num"]), int(f["label_nc"])
+            made_for = str(f["model_id"]) if "model_id" in f.files else None
             clusters = {int(c): torch.from_numpy(f[f"centers_{c}"]) for c in f["class_ids"]}
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise UserError(f"cluster file {path} is not one written by manipulate.py encode "
-                        f"({err}); re-run `python manipulate.py encode`") from None
+                        f"({runs.error_line(err) or type(err).__name__}); re-run `python "
+                        "manipulate.py encode`") from None
     if (feat_num is not None and made_with[0] != feat_num) or (
             label_nc is not None and made_with[1] != label_nc):
         raise UserError(f"cluster file {path} was made with feat_num {made_with[0]}, label_nc "
                         f"{made_with[1]}, but this model has feat_num {feat_num}, label_nc "
                         f"{label_nc}; re-run `python manipulate.py encode` for this checkpoint")
+    if model_id is not None and made_for is not None and made_for != model_id:
+        if not allow_other_model:
+            raise UserError(f"cluster file {path} was made for another model (encoder "
+                            f"{made_for}, this checkpoint's is {model_id}): its centres mean "
+                            "other features here; re-run `python manipulate.py encode`, or pass "
+                            "--allow_other_clusters to use it anyway")
+        print(f"note: cluster file {path} was made for another model (encoder {made_for}); "
+              "used as --allow_other_clusters asks")
     return clusters
 
 
@@ -281,7 +310,7 @@ def inference_geometry(size, opt):
     """The resize (and central crop) ``inference_dataset`` applies to an input of ``size``, with
     the model's options: ``data.draw_geometry``, no random crop, no flip."""
     return data.draw_geometry(size, inference_resize_or_crop(opt), opt.loadSize, opt.fineSize,
-                              train.size_multiple(opt))
+                              runs.size_multiple(opt))
 
 
 def inference_dataset(opt, dataroot, phase="test"):
@@ -289,7 +318,7 @@ def inference_dataset(opt, dataroot, phase="test"):
     flipped; whole images after scale_width_and_crop, a central crop after resize_and_crop."""
     return data.PairedDataset(dataroot, phase, opt.label_nc, opt.no_instance, opt.loadSize,
                               opt.fineSize, inference_resize_or_crop(opt), no_flip=True,
-                              size_multiple=train.size_multiple(opt), is_train=False)
+                              size_multiple=runs.size_multiple(opt), is_train=False)
 
 
 def inference_resize_or_crop(opt):
@@ -309,23 +338,23 @@ def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=N
     write ``out_dir/index.html``. Returns (number of images, images per second of synthesis)."""
     opt = model.opt
     dataset = inference_dataset(opt, dataroot, phase)
-    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
+    loader = DataLoader(runs.CommandLineErrors(dataset), batch_size=1, num_workers=num_workers)
     images = Path(out_dir) / "images"
     images.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    rows, seconds, noted = [], 0.0, set()
+    rows, seconds, noted, unseen = [], 0.0, set(), set()
     for i, batch in enumerate(loader):
         if how_many is not None and i >= how_many:
             break
         stem = dataset.stems[i]
         has_image = bool(batch["has_image"][0])
         source = feature_source or ("encoded" if has_image else "clusters")
+        note_unseen_classes(model, batch["label"], unseen)
         start = time.perf_counter()
-        with torch.inference_mode():
-            features = instance_feature_map(model, batch["inst"], source,
-                                            batch["image"] if has_image else None, clusters,
-                                            generator, noted)
-            fake = synthesize(model, batch["label"], batch["inst"], features)
+        features = instance_feature_map(model, batch["inst"], source,
+                                        batch["image"] if has_image else None, clusters,
+                                        generator, noted)
+        fake = synthesize(model, batch["label"], batch["inst"], features)
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         seconds += time.perf_counter() - start
@@ -345,11 +374,11 @@ def run_files(model, label_path, inst_path, image_path, out_path, feature_source
               clusters=None, seed=0):
     """Synthesize one label map from files and save it to ``out_path``."""
     label, inst, image = load_inputs(label_path, inst_path, image_path, model.opt)
+    note_unseen_classes(model, label, set())
     source = feature_source or ("encoded" if image is not None else "clusters")
-    with torch.inference_mode():
-        features = instance_feature_map(model, inst, source, image, clusters,
-                                        torch.Generator().manual_seed(seed))
-        fake = synthesize(model, label, inst, features)
+    features = instance_feature_map(model, inst, source, image, clusters,
+                                    torch.Generator().manual_seed(seed))
+    fake = synthesize(model, label, inst, features)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     data.save_image(fake[0].cpu(), out_path)
 
@@ -370,31 +399,28 @@ def write_index_html(path, rows, title):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = runs.CommandLine(
         description="Synthesize photos from label maps with a trained pix2pixHD generator "
-                    "(train.py) or NVIDIA's released one (--official_checkpoint).")
-    g = p.add_argument_group("model")
-    g.add_argument("--name", default=None, help="run name: loads checkpoints_dir/name/latest.pt")
-    g.add_argument("--checkpoints_dir", default="./checkpoints",
-                   help="where runs are saved (./checkpoints)")
-    g.add_argument("--which_epoch", default="latest",
-                   help="'latest' (default) or an epoch number N (epoch_N.pt)")
+                    "(train.py) or NVIDIA's released one (--official_checkpoint).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    runs.add_run_options(p, seed_help="seed of the cluster draws (--feature_source clusters)")
+    g = p.add_argument_group("NVIDIA's released generators")
     g.add_argument("--official_checkpoint", default=None,
                    help="NVIDIA's latest_net_G.pth instead of a run of ours; give its --netG/--ngf")
     g.add_argument("--netG", default="local", choices=["global", "local"],
                    help="official checkpoint only: 'local' for label2city_1024p, 'global' for "
                         "label2city_512p")
-    g.add_argument("--ngf", type=int, default=None,
+    g.add_argument("--ngf", type=runs.whole(1), default=None,
                    help="official checkpoint only: 32 for label2city_1024p (the default for "
                         "--netG local), 64 for label2city_512p (the default for --netG global)")
-    g.add_argument("--label_nc", type=int, default=35,
+    g.add_argument("--label_nc", type=runs.whole(1), default=35,
                    help="official checkpoint only: number of label ids (35, Cityscapes)")
 
     g = p.add_argument_group("data")
     g.add_argument("--dataroot", default=None, help="dataset root (pix2pixHD or Cityscapes layout)")
-    g.add_argument("--phase", default="test", help="split to synthesize (test)")
-    g.add_argument("--how_many", type=int, default=None, help="stop after N images (all)")
-    g.add_argument("--loadSize", type=int, default=None,
+    g.add_argument("--phase", default="test", help="split to synthesize")
+    g.add_argument("--how_many", type=runs.whole(1), default=None, help="stop after N images (all)")
+    g.add_argument("--loadSize", type=runs.whole(1), default=None,
                    help="input width (scale_width) or size (resize); default: as trained, or "
                         "1024 for an official checkpoint with --netG global")
     g.add_argument("--resize_or_crop", default=None,
@@ -404,7 +430,7 @@ def build_parser():
     g.add_argument("--label", default=None, help="one label map PNG instead of --dataroot")
     g.add_argument("--inst", default=None, help="its instance map PNG (16-bit ids)")
     g.add_argument("--image", default=None, help="its photo, for --feature_source encoded")
-    g.add_argument("--num_workers", type=int, default=2, help="data loading processes (2)")
+    g.add_argument("--num_workers", type=runs.whole(0), default=2, help="data loading processes")
 
     g = p.add_argument_group("instance features (sec. 3.4, models trained with --instance_feat)")
     g.add_argument("--feature_source", default=None, choices=["encoded", "clusters"],
@@ -412,17 +438,14 @@ def build_parser():
                         "encoded when there is a photo, else clusters")
     g.add_argument("--cluster_file", default=None,
                    help="K-means centres from manipulate.py encode "
-                        f"(checkpoints_dir/name/{CLUSTER_FILE})")
-    g.add_argument("--seed", type=int, default=0, help="seed of the cluster draws (0)")
+                        f"(default: checkpoints_dir/name/{CLUSTER_FILE})")
+    g.add_argument("--allow_other_clusters", action="store_true",
+                   help="use a cluster file made for another model's encoder (refused otherwise)")
 
     g = p.add_argument_group("output")
     g.add_argument("--results_dir", default="./results",
-                   help="pages go to results_dir/name/<phase>_<which_epoch>/ (./results)")
+                   help="pages go to results_dir/name/<phase>_<which_epoch>/")
     g.add_argument("--out", default=None, help="with --label: the output PNG")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto (default): CUDA when available")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="autocast (bf16, or fp16 on GPUs without bf16); default on for CUDA")
     return p
 
 
@@ -431,55 +454,71 @@ def main(argv=None):
     try:
         run(opt)
     except (UserError, data.DataError) as err:
-        print(f"infer.py: {train.one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+        runs.fail("infer.py", err, 2)
 
 
 def run(opt):
-    device = train.pick_device(opt.device)
-    if opt.official_checkpoint:
-        ngf = opt.ngf or (32 if opt.netG == "local" else 64)
-        model = load_official_model(opt.official_checkpoint, opt.netG, ngf, opt.label_nc,
-                                    device=device, amp=opt.amp)
-        name = opt.name or Path(opt.official_checkpoint).parent.name or "official"
-        run_dir = None
-    else:
-        if opt.name is None:
-            raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt), or "
-                            "--official_checkpoint PATH")
-        run_dir = Path(opt.checkpoints_dir) / opt.name
-        model = load_model(train.checkpoint_file(run_dir, opt.which_epoch), device, opt.amp)
-        name = opt.name
-    if opt.loadSize is not None:
-        model.opt.loadSize = opt.loadSize
-    if opt.resize_or_crop is not None:
-        model.opt.resize_or_crop = opt.resize_or_crop
-
+    """The command: what to read and where to write are checked first, then G is loaded and
+    runs over one label map (--label) or a split (--dataroot)."""
+    out_dir = check_command(opt)
+    model, run_dir = open_generator(opt)
     clusters = None
     if model.opt.instance_feat and opt.feature_source != "encoded":
         cluster_file = opt.cluster_file or (run_dir / CLUSTER_FILE)
         if opt.feature_source == "clusters" or opt.cluster_file or Path(cluster_file).is_file():
-            clusters = load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc)
-
+            clusters = load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
+                                     runs.fingerprint(model.E), opt.allow_other_clusters)
     if opt.label is not None:
-        if opt.out is None:
-            raise UserError("--label needs --out O.png, the file to write")
         run_files(model, opt.label, opt.inst, opt.image, opt.out, opt.feature_source, clusters,
                   opt.seed)
         print(f"wrote {opt.out}")
         return
-    if opt.dataroot is None:
-        raise UserError("nothing to synthesize: pass --dataroot ROOT (with --phase) or "
-                        "--label L.png --out O.png")
-    if not Path(opt.dataroot).is_dir():
-        raise UserError(f"--dataroot {opt.dataroot} does not exist; pass a dataset root")
-    out_dir = Path(opt.results_dir) / name / f"{opt.phase}_{opt.which_epoch}"
     n, per_second = run_dataset(model, opt.dataroot, opt.phase, out_dir, opt.feature_source,
                                 clusters, opt.seed, opt.how_many, opt.num_workers)
     print(f"synthesized {n} images on {model.device}"
           f"{' with autocast' if model.amp else ''}: {per_second:.2f} images/s (G"
           f"{' and E' if model.opt.instance_feat else ''} only, without file I/O); "
           f"results page {out_dir / 'index.html'}")
+
+
+def check_command(opt):
+    """The inputs named and the outputs writable, before any work; returns the results folder
+    of a split (None for one label map)."""
+    if opt.official_checkpoint is None and opt.name is None:
+        raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt), or "
+                        "--official_checkpoint PATH")
+    if opt.label is not None:
+        if opt.out is None:
+            raise UserError("--label needs --out O.png, the file to write")
+        runs.check_output_image(opt.out, "--out")
+        return None
+    if opt.dataroot is None:
+        raise UserError("nothing to synthesize: pass --dataroot ROOT (with --phase) or "
+                        "--label L.png --out O.png")
+    if not Path(opt.dataroot).is_dir():
+        raise UserError(f"--dataroot {opt.dataroot} does not exist; pass a dataset root")
+    name = opt.name or Path(opt.official_checkpoint).parent.name or "official"
+    out_dir = Path(opt.results_dir) / name / f"{opt.phase}_{opt.which_epoch}"
+    runs.check_output_folder(out_dir, "--results_dir")
+    return out_dir
+
+
+def open_generator(opt):
+    """(the model, its run folder or None for NVIDIA's), with --loadSize / --resize_or_crop."""
+    device = runs.pick_device(opt.device)
+    run_dir = None
+    if opt.official_checkpoint:
+        ngf = opt.ngf or (32 if opt.netG == "local" else 64)
+        model = load_official_model(opt.official_checkpoint, opt.netG, ngf, opt.label_nc,
+                                    device=device, amp=opt.amp)
+    else:
+        run_dir = Path(opt.checkpoints_dir) / opt.name
+        model = load_model(runs.checkpoint_file(run_dir, opt.which_epoch), device, opt.amp)
+    if opt.loadSize is not None:
+        model.opt.loadSize = opt.loadSize
+    if opt.resize_or_crop is not None:
+        model.opt.resize_or_crop = opt.resize_or_crop
+    return model, run_dir
 
 
 if __name__ == "__main__":

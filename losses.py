@@ -1,29 +1,20 @@
-r"""The objective of pix2pixHD (Wang et al., CVPR 2018), section 3.2 "Improved adversarial loss".
+r"""The objective of pix2pixHD (Wang et al., CVPR 2018): the terms of eq. (2) to (5).
 
-The generator G plays against the multi-scale discriminators D1, D2, D3. With the GAN loss of
-eq. (2) summed over the scales and the feature-matching loss of eq. (4), the full objective is
-eq. (5),
+Sec. 3.2 ("Improved adversarial loss") builds the objective in three steps. The conditional GAN
+loss of eq. (2) is played by G against each discriminator D_k; with the multi-scale
+discriminators it becomes eq. (3), the sum over k = 1, 2, 3 (``gan_loss``); the feature-matching
+loss of eq. (4) compares D_k's intermediate features of the real and the synthesized pair
+(``feature_matching_loss``); and eq. (5) adds the two with the weight lambda = 10. The
+implementation details of sec. 4 add a VGG perceptual loss with the same weight (``VGGLoss``),
+which the paper reports slightly improves the results.
 
-.. math::
-
-    \min_G \Big( \big( \max_{D_1, D_2, D_3} \sum_{k=1,2,3} \mathcal{L}_{GAN}(G, D_k) \big)
-                 + \lambda \sum_{k=1,2,3} \mathcal{L}_{FM}(G, D_k) \Big), \qquad \lambda = 10,
-
-and the paper adds to it a VGG perceptual loss, with the same weight lambda, which it reports
-slightly improves the results. Inside, in reading order:
-
-* ``gan_loss``: L_GAN on the prediction map of every D_k, summed over k; LSGAN (the paper's
-  choice), the original cross-entropy GAN, and the hinge loss;
-* ``feature_matching_loss``: L_FM, eq. (4), with the per-layer and per-scale weights of the
-  official code;
-* ``VGGLoss``: the perceptual loss on frozen VGG19 features, relu1_1 to relu5_1;
-* ``load_vgg19`` and ``VGGWeightsMissing``: the ImageNet VGG19, read only from the local torch
-  hub cache, with a one-line error that says where to put the file when it is not there.
+Eq. (5), the sum of all terms as the training step computes it, is stated once, in
+``train.compute_losses``, which calls these functions.
 
 Every discriminator output here is what ``networks.MultiscaleDiscriminator`` returns: a list over
 the scales D1, D2, ... of lists of feature maps, the last of which is the (B, 1, H', W') prediction
-map. Losses are pure functions of their inputs; nothing is cached between calls.
-This file imports only torch and torchvision, so it can be copied on its own.
+map. Losses are pure functions of their inputs; nothing is cached between calls. This file
+imports only torch and torchvision, so it can be copied on its own (Python 3.10 or newer).
 """
 
 import os
@@ -38,21 +29,29 @@ GAN_MODES = ("lsgan", "vanilla", "hinge")
 
 
 # ---------------------------------------------------------------------------------------------
-# The adversarial loss, eq. (2)
+# The adversarial loss, eq. (2) and (3)
 # ---------------------------------------------------------------------------------------------
 
 def gan_loss(predictions, target_is_real, mode="lsgan", for_discriminator=True):
-    r"""L_GAN of eq. (2), applied to the prediction map of every scale D_k and summed over k.
+    r"""The multi-scale adversarial loss, eq. (3): L_GAN of eq. (2) on every scale D_k, summed.
 
-    The paper writes the conditional GAN loss with the cross-entropy of the original GAN,
+    The paper writes the conditional GAN loss with the cross-entropy of the original GAN, eq. (2),
 
     .. math::
 
         \mathcal{L}_{GAN}(G, D_k) = \mathbb{E}_{(s,x)}[\log D_k(s, x)]
                                   + \mathbb{E}_{s}[\log(1 - D_k(s, G(s)))],
 
-    and then says it trains with the least-squares loss of LSGAN instead (sec. 4). For one
-    prediction map ``d`` of N patch scores, the loss is a mean over the N patches:
+    and with three discriminators the game of eq. (3),
+
+    .. math::
+
+        \min_G \max_{D_1, D_2, D_3} \sum_{k=1,2,3} \mathcal{L}_{GAN}(G, D_k),
+
+    whose sum over k is this function's; the min and the max are the two steps of
+    ``train.update``. Sec. 4 then trains with the least-squares loss of LSGAN instead of the
+    cross-entropy. For one prediction map ``d`` of N patch scores, the loss is a mean over the N
+    patches:
 
     * ``"lsgan"`` (default, the paper):  mean((d - t)^2) with t = 1 for real, 0 for fake;
     * ``"vanilla"``: mean(BCE(sigmoid(d), t)), computed from the logits for stability (the
@@ -65,8 +64,8 @@ def gan_loss(predictions, target_is_real, mode="lsgan", for_discriminator=True):
 
     Choices the paper leaves open, as the official code does them: only the last element of each
     scale's list (the prediction map) enters this loss; the losses of the scales are summed, not
-    averaged; and the training loop halves D's loss, ``loss_D = 0.5 * (loss_D_real +
-    loss_D_fake)``, which belongs to ``train.py``.
+    averaged; and the training step halves D's loss, ``loss_D = 0.5 * (loss_D_real +
+    loss_D_fake)``, in ``train.compute_losses``.
 
     Args:
         predictions: list over scales of lists of feature maps, as ``MultiscaleDiscriminator``
@@ -113,7 +112,7 @@ def gan_loss(predictions, target_is_real, mode="lsgan", for_discriminator=True):
 # ---------------------------------------------------------------------------------------------
 
 def feature_matching_loss(fake_features, real_features, lambda_feat=10.0):
-    r"""\lambda \sum_k L_FM(G, D_k): the feature-matching loss of eq. (4), with official weights.
+    r"""\lambda times L_FM of eq. (4), averaged over the scales D_k, with the official weights.
 
     Eq. (4) compares the features that D_k extracts from the real pair and from the
     synthesized one, layer by layer:
@@ -131,8 +130,8 @@ def feature_matching_loss(fake_features, real_features, lambda_feat=10.0):
     * the T layers are all of D_k's outputs but the last (the prediction map), that is
       n_layers_D + 1 feature maps;
     * each layer is weighted by 4 / (n_layers_D + 1), so the weights of one scale add up to 4,
-      and each scale by 1 / num_D, so the loss is an average over the scales, not the sum of
-      eq. (5);
+      and each scale by 1 / num_D, so the loss is an average over the scales, not the sum over k
+      that eq. (5) writes;
     * the real features are constants: G's gradient must not reach D's view of the real pair.
 
     So the value is
@@ -140,10 +139,13 @@ def feature_matching_loss(fake_features, real_features, lambda_feat=10.0):
         lambda_feat * sum_k sum_i (1 / num_D) * (4 / (n_layers_D + 1))
                                   * mean|D_k^(i)(s, G(s)) - D_k^(i)(s, x)|.
 
+    Against eq. (5) with lambda = 10, the weight each scale's term actually gets is
+    lambda_feat * 4 / num_D: 40/3 per D_k with three scales, where each layer counts 10/3.
+
     Args:
         fake_features: D's output on (s, G(s)): a list over scales of lists of feature maps.
         real_features: D's output on (s, x), the same structure.
-        lambda_feat: lambda of eq. (5), 10 in the paper.
+        lambda_feat: lambda of eq. (5), 10 in the paper (sec. 4).
 
     Returns:
         A scalar tensor.
@@ -179,7 +181,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class VGGLoss(nn.Module):
-    r"""\lambda L_VGG, the perceptual loss sec. 3.2 adds to the objective (Johnson et al., 2016).
+    r"""\lambda L_VGG, the perceptual loss sec. 4 adds to the objective (Johnson et al., 2016).
 
     .. math::
 
@@ -187,8 +189,9 @@ class VGGLoss(nn.Module):
             \big\| \phi_i(G(s)) - \phi_i(x) \big\|_1,
 
     where phi_i is VGG19 up to relu1_1, relu2_1, relu3_1, relu4_1 and relu5_1, M_i its number of
-    elements, and w = (1/32, 1/16, 1/8, 1/4, 1). The paper names the loss and its weight lambda =
-    10; the layers, their weights and the L1 distance are the official code's.
+    elements, and w = (1/32, 1/16, 1/8, 1/4, 1). The paper (sec. 4, implementation details)
+    names the loss and its weight lambda = 10; the layers, their weights and the L1 distance are
+    the official code's.
 
     Input normalisation, which the paper does not mention: the official code feeds G's output
     and the photo, both in [-1, 1], to VGG as they are, although the ImageNet VGG19 was trained on
@@ -199,12 +202,15 @@ class VGGLoss(nn.Module):
     VGG is a fixed measuring instrument: its parameters are frozen, it is put in eval mode (its
     layers hold no dropout or batch norm, so a later ``.train()`` changes nothing) and kept in
     fp32, and its forward runs with autocast disabled, so that under mixed-precision training the
-    perceptual loss is still computed in fp32. Only the layers up to relu5_1 are kept.
+    perceptual loss is still computed from fp32 tensors. On Ampere and newer GPUs cuDNN computes
+    fp32 convolutions in TF32 by default (``torch.backends.cudnn.allow_tf32``, as for the
+    official code), with a 10-bit mantissa; set it False for full fp32 arithmetic, at a cost in
+    speed. Only the layers up to relu5_1 are kept.
 
     Args:
         vgg: a torchvision VGG19 or its ``.features``; when None, ``load_vgg19()`` supplies the
             ImageNet one (tests pass a randomly initialised one).
-        lambda_vgg: lambda, the weight eq. (5) gives L_FM, which sec. 3.2 also gives this term:
+        lambda_vgg: lambda, the weight eq. (5) gives L_FM, which sec. 4 also gives this term:
             10 (the official code uses lambda_feat for both).
         imagenet_normalize: False (official) feeds [-1, 1] images as they are; True normalises
             them as ImageNet images first.
@@ -260,12 +266,11 @@ def load_vgg19():
     torchvision would download a missing file; on a machine without internet that hangs or fails
     with a network error deep in urllib. So the file is looked up first where torchvision keeps
     it, ``<torch hub dir>/checkpoints/vgg19-dcbb9e9d.pth``, and when it is absent the error says
-    where to put it, where to get it, and which flag trains without the VGG loss.
+    where to put it and where to get it.
     """
     weights = torchvision.models.VGG19_Weights.IMAGENET1K_V1
     path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     if not os.path.isfile(path):
         raise VGGWeightsMissing(
-            f"VGG19 ImageNet weights not found at {path}: download {weights.url} to that path, "
-            "or pass --no_vgg_loss to train without the VGG loss")
+            f"VGG19 ImageNet weights not found at {path}: download {weights.url} to that path")
     return torchvision.models.vgg19(weights=weights)

@@ -17,32 +17,23 @@ What the paper leaves open, decided as in the official ``encode_features.py``: s
 sky) count as one instance per image, since their instance id is the label id; an instance is
 clustered only when it covers more than half of a 1/32 block of its image (pixels / (H W / 32)
 > 0.5: more than 8192 pixels at 1024x512, 128 at 128x64), so slivers of occluded objects do not
-make modes; K = 10 per class, fewer when a class has fewer instances. The centres go to an ``.npz``
-of plain arrays (``infer.save_clusters``) where the official code pickled a dict into an ``.npy``.
+make modes; K = 10 per class (sec. 4), fewer when a class has fewer instances. The centres go to
+an ``.npz`` of plain arrays (``infer.save_clusters``) where the official code pickled a dict into
+an ``.npy``.
 
-Commands (``python manipulate.py COMMAND --help``)::
+Usage (``python manipulate.py COMMAND --help``)::
 
-    encode    E over the training split, K-means per class, the cluster file (.npz)
-    restyle   one instance drawn with another cluster: before | after PNG and the changed pixels
-    gallery   one instance drawn with every cluster of its class, as a grid PNG
-    evaluate  the measurements of the README: cluster purity / ARI against the synthetic city's
-              true styles, and the change inside vs outside a restyled car
-    restyle --list, gallery --list: the instances of a map (ids, class names, pixel counts)
+    python manipulate.py encode  --name NAME --dataroot ROOT     # E + K-means -> clusters.npz
+    python manipulate.py restyle --name NAME --dataroot ROOT --index 0 --instance car:0 --cluster 3
+    python manipulate.py gallery --name NAME --dataroot ROOT --index 0 --instance car:0
+    python manipulate.py restyle --name NAME --dataroot ROOT --index 0 --list
 
-Contents, in reading order:
-
-* ``kmeans`` (k-means++ seeds, Lloyd iterations, restarts), ``purity``, ``adjusted_rand_index``;
-* ``instance_vectors`` (one feature per instance of a feature map) and ``encode_split``
-  (every instance of a split), ``cluster_classes`` (K-means per class, with the size threshold);
-* ``list_instances`` and ``select_instance`` (by id, by ``class:index``, by pixel);
-* ``set_instance_feature``, ``restyle``, ``change_inside_outside``, ``gallery``;
-* ``evaluate``; the command line (``main`` at the bottom).
+How well the clusters find the true appearance modes is measured on the synthetic city, whose
+styles are known: ``python synthetic_city.py evaluate``.
 """
 
 import argparse
-import json
 import math
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,16 +44,16 @@ from PIL import Image, ImageDraw
 
 import data
 import infer
-import train
-from train import UserError
+import runs
+from runs import UserError
 
-N_CLUSTERS = 10   # K per class, as the official encode_features.py
+N_CLUSTERS = 10   # K per class: the paper's (sec. 4) and the official encode_features.py's
 MIN_AREA = 0.5    # keep instances covering more than half of a 1/32 block of the image (official)
 BLOCK_NUM = 32
 
 
 # ---------------------------------------------------------------------------------------------
-# K-means and the agreement of a clustering with true labels
+# K-means (sec. 3.4)
 # ---------------------------------------------------------------------------------------------
 
 class KMeansResult(NamedTuple):
@@ -142,54 +133,6 @@ def squared_distances(x, centers):
     return (x.unsqueeze(1) - centers.unsqueeze(0)).pow(2).sum(dim=-1)
 
 
-def purity(assignment, truth):
-    r"""Purity of a clustering: the fraction of points whose cluster's majority label is their own.
-
-    .. math:: \mathrm{purity} = \frac{1}{N} \sum_k \max_j |c_k \cap t_j|
-
-    1 is perfect, but more clusters than labels also reach 1 (all singletons do), so read it beside
-    ``adjusted_rand_index``. ``assignment``, ``truth``: equal-length sequences of labels.
-    """
-    table = contingency_table(assignment, truth)
-    return float(table.max(axis=1).sum() / table.sum())
-
-
-def adjusted_rand_index(assignment, truth):
-    r"""Adjusted Rand index (Hubert & Arabie 1985) between two partitions of the same points.
-
-    .. math:: \mathrm{ARI} = \frac{\sum_{ij} \binom{n_{ij}}{2} - E}
-              {\tfrac12 \big(\sum_i \binom{a_i}{2} + \sum_j \binom{b_j}{2}\big) - E},
-              \qquad E = \sum_i \binom{a_i}{2} \sum_j \binom{b_j}{2} \Big/ \binom{N}{2}
-
-    n_ij is the contingency table, a_i and b_j its row and column sums. 1 for the same partition
-    (up to renaming), 0 in expectation for unrelated ones, negative below chance. When both
-    partitions are trivial (one cluster, or all singletons, or fewer than two points) the ratio is
-    0/0 and the answer 1, as in scikit-learn.
-    """
-    table = contingency_table(assignment, truth)
-
-    def pairs(n):
-        return (n * (n - 1) / 2).sum()
-
-    if table.sum() < 2:  # no pair of points to agree or disagree about
-        return 1.0
-    index, rows, cols = pairs(table), pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
-    expected = rows * cols / pairs(table.sum(keepdims=True))
-    maximum = (rows + cols) / 2
-    if maximum == expected:
-        return 1.0
-    return float((index - expected) / (maximum - expected))
-
-
-def contingency_table(assignment, truth):
-    """(clusters, true labels) float64 table of counts n_ij; labels may be numbers or strings."""
-    _, a = np.unique(np.asarray(assignment), return_inverse=True)
-    _, t = np.unique(np.asarray(truth), return_inverse=True)
-    table = np.zeros((a.max() + 1, t.max() + 1))
-    np.add.at(table, (a.ravel(), t.ravel()), 1)
-    return table
-
-
 # ---------------------------------------------------------------------------------------------
 # Instance features of a split, and K-means per class
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +171,7 @@ def encode_split(model, dataroot, phase="train", how_many=None):
                 raise UserError(f"--dataroot {dataroot}: the {phase} split has no photos, and E "
                                 "needs them; use a split with photos")
             inst = item["inst"].unsqueeze(0)
-            with infer.autocast(model):
+            with runs.autocast(model.device, model.amp):
                 feature_map = model.E(item["image"].unsqueeze(0).to(model.device),
                                       inst.to(model.device))
             i_ids, i_features, i_pixels = instance_vectors(feature_map, inst)
@@ -293,7 +236,8 @@ def select_instance(inst, instance_id=None, instance=None, at=None, where="the m
     * ``instance_id``: the id itself (26001 is the second car in Cityscapes numbering);
     * ``instance``: ``'car:2'``, a class name (or label id) and the 0-based index among that
       class's instances of this map, in increasing id order;
-    * ``at``: an (x, y) pixel, in the coordinates of the map as synthesized.
+    * ``at``: an (x, y) pixel, in the coordinates of the map as synthesized (the command line's
+      --at is in the file's, see ``parse_at``).
 
     A choice that does not exist raises UserError naming what the map holds (``where``).
     """
@@ -347,7 +291,7 @@ def set_instance_feature(features, inst, instance_id, value):
 
 def restyle(model, label, inst, features, instance_id, value):
     """G before and after writing ``value`` into one instance's features:
-    ((1, 3, H, W) before, (1, 3, H, W) after), both in [-1, 1]. Call under inference_mode."""
+    ((1, 3, H, W) before, (1, 3, H, W) after), both in [-1, 1]."""
     before = infer.synthesize(model, label, inst, features)
     after = infer.synthesize(model, label, inst,
                              set_instance_feature(features, inst, instance_id, value))
@@ -357,7 +301,8 @@ def restyle(model, label, inst, features, instance_id, value):
 def change_inside_outside(before, after, mask, near=8):
     """Mean absolute change, in 8-bit levels (0..255) averaged over RGB, inside the instance
     ``mask`` (1, 1, H, W) bool, outside it, and outside split into the ring within ``near``
-    pixels of the instance and the rest: how far the convolutions carry the change."""
+    pixels of the instance and the rest: how far G carries the change (its convolutions near
+    the object; its instance normalisation, whose statistics span the whole image, everywhere)."""
     change = (after - before).abs().mean(dim=1, keepdim=True).cpu() * 127.5  # (1, 1, H, W)
     mask = mask.cpu()
     ring = F.max_pool2d(mask.float(), 2 * near + 1, stride=1, padding=near).bool() & ~mask
@@ -448,187 +393,86 @@ def zoom(pictures, mask, margin=1.0, min_height=128):
 
 
 # ---------------------------------------------------------------------------------------------
-# The measurements of the README
-# ---------------------------------------------------------------------------------------------
-
-def evaluate(model, dataroot, clusters, classes=("car", "road"), min_area=MIN_AREA, seed=0,
-             n_restyle=10, how_many=None):
-    """Measure sec. 3.4 on a dataset whose ``styles.json`` records each instance's true style (the
-    synthetic city of ``data.make_synthetic_city``):
-
-    * per class, purity and adjusted Rand index of the cluster file's partition (each kept training
-      instance assigned to its nearest centre, which is its K-means cluster) against the true
-      styles, and of a fresh K-means with K = the number of true styles;
-    * restyling: for the largest car of each of the first ``n_restyle`` test images, the car drawn
-      with the centre farthest from its encoded feature; mean absolute change inside the car,
-      outside it, in the 8-pixel ring around it, and beyond.
-
-    Returns a dict of the numbers; ``print_evaluation`` prints them as the README's tables.
-    """
-    styles_file = Path(dataroot) / "styles.json"
-    if not styles_file.is_file():
-        raise UserError(f"{styles_file} not found: evaluate needs the true styles of the "
-                        "synthetic city (python data.py synth ROOT)")
-    styles = json.loads(styles_file.read_text())
-    instances = encode_split(model, dataroot, "train", how_many)
-    kept = instances.area > min_area
-    report = {"clusters": {}, "restyle": None, "min_area": min_area}
-    for name in classes:
-        c = class_id(name)
-        # the kept instances of class c whose true style styles.json records
-        rows = [r for r in (kept & (instances.classes == c)).nonzero()[:, 0].tolist()
-                if str(int(instances.ids[r])) in styles.get(instances.stems[r], {})]
-        truth = [styles[instances.stems[r]][str(int(instances.ids[r]))] for r in rows]
-        if not rows or c not in clusters:
-            report["clusters"][name] = {"instances": len(rows)}
-            continue
-        x = instances.features[rows]
-        from_file = nearest_cluster(x, clusters[c]).tolist()
-        n_styles = len(set(truth))
-        fresh = kmeans(x, n_styles, torch.Generator().manual_seed(seed)).assignment.tolist()
-        report["clusters"][name] = {
-            "instances": len(rows), "styles": n_styles, "K": len(clusters[c]),
-            "purity": purity(from_file, truth), "ari": adjusted_rand_index(from_file, truth),
-            "purity_k_styles": purity(fresh, truth),
-            "ari_k_styles": adjusted_rand_index(fresh, truth),
-            "majority": max(truth.count(t) for t in set(truth)) / len(truth)}
-
-    car = class_id("car")
-    if car in clusters:
-        dataset = infer.inference_dataset(model.opt, dataroot, "test")
-        changes = []
-        with torch.inference_mode():
-            for i in range(min(n_restyle, len(dataset))):
-                item = dataset[i]
-                if not item["has_image"]:
-                    raise UserError(f"--dataroot {dataroot}: the test split has no photos; "
-                                    "evaluate restyles cars starting from E on the photo")
-                label, inst = item["label"].unsqueeze(0), item["inst"].unsqueeze(0)
-                cars = [d for d in list_instances(inst) if d["class"] == car]
-                if not cars:
-                    continue
-                instance_id = max(cars, key=lambda d: d["pixels"])["id"]
-                features = base_features(model, inst, item["image"].unsqueeze(0), clusters, seed)
-                k = farthest_cluster(features, inst, instance_id, clusters[car])
-                before, after = restyle(model, label, inst, features, instance_id,
-                                        clusters[car][k])
-                changes.append(change_inside_outside(before, after, inst == instance_id))
-        if changes:
-            report["restyle"] = {k: float(np.nanmean([c[k] for c in changes])) for k in changes[0]}
-            report["restyle"]["images"] = len(changes)
-    return report
-
-
-def print_evaluation(report):
-    print(f"K-means per class (instances with area > {report['min_area']} of a 1/32 block):")
-    print("| class | instances | true styles | K | purity | ARI | purity (K = styles) | "
-          "ARI (K = styles) | majority style |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, r in report["clusters"].items():
-        if "purity" not in r:
-            print(f"| {name} | {r['instances']} | - | no clusters | | | | | |")
-            continue
-        print(f"| {name} | {r['instances']} | {r['styles']} | {r['K']} | {r['purity']:.3f} | "
-              f"{r['ari']:.3f} | {r['purity_k_styles']:.3f} | {r['ari_k_styles']:.3f} | "
-              f"{r['majority']:.3f} |")
-    r = report["restyle"]
-    if r:
-        print(f"Restyling the largest car of {r['images']} test images (farthest cluster), mean "
-              f"|change| in 8-bit levels: inside {r['inside']:.2f}, outside {r['outside']:.2f} "
-              f"(within 8 px of the car {r['near']:.2f}, beyond {r['far']:.2f})")
-
-
-# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+def add_model_options(parser):
+    """The run to load and its cluster file: shared by every command, here and in
+    ``synthetic_city.py evaluate``."""
+    g = runs.add_run_options(parser, seed_help="seed of K-means and of cluster draws")
+    g.add_argument("--cluster_file", default=None,
+                   help=f"K-means centres (default: checkpoints_dir/name/{infer.CLUSTER_FILE})")
+    g.add_argument("--allow_other_clusters", action="store_true",
+                   help="use a cluster file made for another model's encoder (refused otherwise)")
+
+
+def add_map_options(parser):
+    g = parser.add_argument_group("which map and which instance")
+    g.add_argument("--label", default=None, help="a label map PNG")
+    g.add_argument("--inst", default=None, help="its instance map PNG (16-bit ids)")
+    g.add_argument("--image", default=None,
+                   help="its photo: E gives the other instances' features (else a seeded "
+                        "cluster draw)")
+    g.add_argument("--dataroot", default=None, help="or a dataset root, with --phase, --index")
+    g.add_argument("--phase", default="test", help="split of --dataroot")
+    g.add_argument("--index", type=runs.whole(0), default=0, help="image number in the split")
+    g.add_argument("--instance_id", type=runs.whole(0), default=None,
+                   help="instance id, e.g. 26001")
+    g.add_argument("--instance", default=None,
+                   help="CLASS:INDEX, e.g. car:2, the third car of the map by increasing id")
+    g.add_argument("--at", default=None,
+                   help="X,Y: the instance under this pixel of the label map file (as an image "
+                        "viewer shows it, before any resizing)")
+    g.add_argument("--list", action="store_true",
+                   help="print the map's instances (id, class, pixels) and stop")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = runs.CommandLine(
         description="Semantic manipulation with instance features (pix2pixHD sec. 3.4): "
-                    "encode + K-means, restyle one object, galleries, measurements.",
+                    "encode + K-means, restyle one object, galleries.",
         epilog="restyle --list and gallery --list print the instances of a map (ids, class "
                "names, pixel counts). One-line errors exit with code 2.")
     commands = p.add_subparsers(dest="command", required=True)
+    formatter = argparse.ArgumentDefaultsHelpFormatter
 
-    def model_flags(q):
-        g = q.add_argument_group("model")
-        g.add_argument("--name", default=None,
-                       help="run name: loads checkpoints_dir/name/latest.pt")
-        g.add_argument("--checkpoints_dir", default="./checkpoints",
-                       help="where runs are saved (./checkpoints)")
-        g.add_argument("--which_epoch", default="latest",
-                       help="'latest' (default) or an epoch number N")
-        g.add_argument("--cluster_file", default=None,
-                       help=f"K-means centres (default checkpoints_dir/name/{infer.CLUSTER_FILE})")
-        g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="auto (default): CUDA when available")
-        g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                       help="autocast (bf16, or fp16 on GPUs without bf16); default on for CUDA")
-        g.add_argument("--seed", type=int, default=0,
-                       help="seed of K-means and of cluster draws (0)")
-
-    def map_flags(q):
-        g = q.add_argument_group("which map and which instance")
-        g.add_argument("--label", default=None, help="a label map PNG")
-        g.add_argument("--inst", default=None, help="its instance map PNG (16-bit ids)")
-        g.add_argument("--image", default=None,
-                       help="its photo: E gives the other instances' features (else a seeded "
-                            "cluster draw)")
-        g.add_argument("--dataroot", default=None, help="or a dataset root, with --phase, --index")
-        g.add_argument("--phase", default="test", help="split of --dataroot (test)")
-        g.add_argument("--index", type=int, default=0, help="image number in the split (0)")
-        g.add_argument("--instance_id", type=int, default=None, help="instance id, e.g. 26001")
-        g.add_argument("--instance", default=None,
-                       help="CLASS:INDEX, e.g. car:2, the third car of the map by increasing id")
-        g.add_argument("--at", default=None, help="X,Y: the instance under this pixel")
-        g.add_argument("--list", action="store_true",
-                       help="print the map's instances (id, class, pixels) and stop")
-
-    q = commands.add_parser("encode", help="E over the training split, K-means per class")
-    model_flags(q)
+    q = commands.add_parser("encode", help="E over the training split, K-means per class",
+                            formatter_class=formatter)
+    add_model_options(q)
     g = q.add_argument_group("encoding")
     g.add_argument("--dataroot", required=True, help="dataset root of the training split")
-    g.add_argument("--phase", default="train", help="split to encode (train)")
-    g.add_argument("--n_clusters", type=int, default=N_CLUSTERS, help="K per class (10)")
-    g.add_argument("--min_area", type=float, default=MIN_AREA,
-                   help="keep instances with pixels / (H W / 32) above this (0.5, official)")
-    g.add_argument("--how_many", type=int, default=None, help="encode only the first N images")
+    g.add_argument("--phase", default="train", help="split to encode")
+    g.add_argument("--n_clusters", type=runs.whole(1), default=N_CLUSTERS,
+                   help="K per class (paper: 10)")
+    g.add_argument("--min_area", type=runs.real(0), default=MIN_AREA,
+                   help="keep instances with pixels / (H W / 32) above this (official)")
+    g.add_argument("--how_many", type=runs.whole(1), default=None,
+                   help="encode only the first N images")
 
-    q = commands.add_parser("restyle", help="redraw one instance with another cluster")
-    model_flags(q)
-    map_flags(q)
+    q = commands.add_parser("restyle", help="redraw one instance with another cluster",
+                            formatter_class=formatter)
+    add_model_options(q)
+    add_map_options(q)
     g = q.add_argument_group("output")
-    g.add_argument("--cluster", type=int, default=None,
+    g.add_argument("--cluster", type=runs.whole(0), default=None,
                    help="cluster index k of the instance's class (default: the centre farthest "
                         "from its current feature)")
     g.add_argument("--out", default=None,
                    help="before | after PNG (default results/NAME/restyle/STEM_ID_kK.png); the "
                         "changed-pixel mask goes beside it as *_mask.png")
-    g.add_argument("--threshold", type=float, default=32.0,
+    g.add_argument("--threshold", type=runs.real(0), default=32.0,
                    help="the mask marks pixels whose mean |change| exceeds this many 8-bit "
-                        "levels (32)")
+                        "levels")
 
-    q = commands.add_parser("gallery", help="one instance with every cluster of its class")
-    model_flags(q)
-    map_flags(q)
+    q = commands.add_parser("gallery", help="one instance with every cluster of its class",
+                            formatter_class=formatter)
+    add_model_options(q)
+    add_map_options(q)
     g = q.add_argument_group("output")
     g.add_argument("--out", default=None,
                    help="grid PNG (default results/NAME/gallery/STEM_ID.png)")
     g.add_argument("--zoom", action="store_true", help="crop the tiles around the instance")
-    g.add_argument("--columns", type=int, default=4, help="tiles per row (4)")
-
-    q = commands.add_parser("evaluate", help="purity / ARI vs true styles, restyle change "
-                                             "(synthetic city)")
-    model_flags(q)
-    g = q.add_argument_group("measurement")
-    g.add_argument("--dataroot", required=True, help="synthetic city root (with styles.json)")
-    g.add_argument("--classes", default="car,road", help="classes to measure (car,road)")
-    g.add_argument("--min_area", type=float, default=MIN_AREA,
-                   help="instance size threshold, as for encode (0.5)")
-    g.add_argument("--n_restyle", type=int, default=10,
-                   help="test images for the restyle change (10)")
-    g.add_argument("--how_many", type=int, default=None, help="only the first N training images")
-    g.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    g.add_argument("--columns", type=runs.whole(1), default=4, help="tiles per row")
     return p
 
 
@@ -637,25 +481,26 @@ def main(argv=None):
     try:
         COMMANDS[opt.command](opt)
     except (UserError, data.DataError) as err:
-        print(f"manipulate.py: {train.one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+        runs.fail("manipulate.py", err, 2)
 
 
 def open_model(opt):
     if opt.name is None:
         raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt)")
     run_dir = Path(opt.checkpoints_dir) / opt.name
-    model = infer.load_model(train.checkpoint_file(run_dir, opt.which_epoch),
-                             train.pick_device(opt.device), opt.amp)
+    model = infer.load_model(runs.checkpoint_file(run_dir, opt.which_epoch),
+                             runs.pick_device(opt.device), opt.amp)
     require_encoder(model)
     return model, Path(opt.cluster_file or run_dir / infer.CLUSTER_FILE)
 
 
 def command_encode(opt):
     model, cluster_file = open_model(opt)
+    runs.check_output_folder(cluster_file.parent, "--cluster_file")
     instances = encode_split(model, opt.dataroot, opt.phase, opt.how_many)
     centers, counts, n_kept = cluster_classes(instances, opt.n_clusters, opt.min_area, opt.seed)
-    infer.save_clusters(cluster_file, centers, model.opt.feat_num, model.opt.label_nc, counts)
+    infer.save_clusters(cluster_file, centers, model.opt.feat_num, model.opt.label_nc, counts,
+                        model_id=runs.fingerprint(model.E))
     print(f"{len(instances.ids)} instances in {len(set(instances.stems))} images; kept those "
           f"with more than {opt.min_area} of a 1/{BLOCK_NUM} block of the image:")
     for c in sorted(n_kept):
@@ -667,12 +512,12 @@ def command_encode(opt):
 
 
 def load_map(opt, model):
-    """(label, inst, image or None, stem, where) of the map the command works on."""
+    """(label, inst, image or None, stem, label map file) of the map the command works on."""
     if opt.label is not None:
         if opt.inst is None:
             raise UserError("--label needs --inst: manipulation works on instances")
         label, inst, image = infer.load_inputs(opt.label, opt.inst, opt.image, model.opt)
-        return label, inst, image, Path(opt.label).stem, opt.inst
+        return label, inst, image, Path(opt.label).stem, opt.label
     if opt.dataroot is None:
         raise UserError("which map? pass --label L.png --inst I.png, or --dataroot ROOT --index i")
     dataset = infer.inference_dataset(model.opt, opt.dataroot, opt.phase)
@@ -685,26 +530,44 @@ def load_map(opt, model):
             dataset.stems[opt.index], item["path"])
 
 
-def parse_at(text):
+def parse_at(text, label_file, opt):
+    """--at X,Y, in the pixels of the label map file as the user sees it -> (x, y) in the map as
+    synthesized, which may be resized (and cropped): the pixel that covers that point."""
     try:
         x, y = (int(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--at {text}: write X,Y in pixels, such as --at 120,64") from None
-    return x, y
+    W, H = Image.open(label_file).size
+    if not (0 <= x < W and 0 <= y < H):
+        raise UserError(f"--at {x},{y}: outside the {W}x{H} label map {label_file}")
+    resize_to, box, final_size, _ = infer.inference_geometry((W, H), opt)
+    u, v = (x + 0.5) * resize_to[0] / W, (y + 0.5) * resize_to[1] / H  # the pixel's centre
+    if box is not None:
+        u, v = u - box[0], v - box[1]
+    w, h = (box[2] - box[0], box[3] - box[1]) if box is not None else resize_to
+    if not (0 <= u < w and 0 <= v < h):
+        raise UserError(f"--at {x},{y}: outside the central {w}x{h} crop of {label_file} that "
+                        f"the model sees (--resize_or_crop {opt.resize_or_crop})")
+    return int(u * final_size[0] / w), int(v * final_size[1] / h)
 
 
 def prepare(opt):
     """Model, cluster file, map and chosen instance shared by restyle and gallery; None after
     --list."""
+    if opt.out:
+        runs.check_output_image(opt.out, "--out")
+    else:
+        runs.check_output_folder(Path("results") / str(opt.name), "--out (default: results/)")
     model, cluster_file = open_model(opt)
-    label, inst, image, stem, where = load_map(opt, model)
+    label, inst, image, stem, label_file = load_map(opt, model)
     if opt.list:
         for d in list_instances(inst):
             print(f"{d['id']:6d}  {d['name']:<16} {d['pixels']:7d} px")
         return None
-    instance_id = select_instance(inst, opt.instance_id, opt.instance,
-                                  parse_at(opt.at) if opt.at else None, where)
-    clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc)
+    at = parse_at(opt.at, label_file, model.opt) if opt.at else None
+    instance_id = select_instance(inst, opt.instance_id, opt.instance, at, label_file)
+    clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
+                                   runs.fingerprint(model.E), opt.allow_other_clusters)
     c = data.instance_class(instance_id)
     centers = class_clusters(clusters, c, cluster_file)
     features = base_features(model, inst, image, clusters, opt.seed)
@@ -761,18 +624,7 @@ def command_gallery(opt):
           f"{len(centers)} clusters")
 
 
-def command_evaluate(opt):
-    model, cluster_file = open_model(opt)
-    clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc)
-    report = evaluate(model, opt.dataroot, clusters, opt.classes.split(","), opt.min_area,
-                      opt.seed, opt.n_restyle, opt.how_many)
-    print_evaluation(report)
-    if opt.json:
-        Path(opt.json).write_text(json.dumps(report, indent=2) + "\n")
-
-
-COMMANDS = {"encode": command_encode, "restyle": command_restyle, "gallery": command_gallery,
-            "evaluate": command_evaluate}
+COMMANDS = {"encode": command_encode, "restyle": command_restyle, "gallery": command_gallery}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 pix2pixHD synthesizes a photo from a semantic label map with a conditional GAN whose pieces are:
 
-* the coarse-to-fine generator G = {G1, G2} (sec. 3.2):
+* the coarse-to-fine generator G = {G1, G2} (sec. 3.2, fig. 2):
     - ``GlobalGenerator`` G1, a residual encoder-decoder made of a front-end G1^(F), a stack of
       residual blocks G1^(R) and a back-end G1^(B), working at half the output resolution;
     - ``LocalEnhancer`` G2, which wraps G1 and adds its own front-end G2^(F), residual blocks G2^(R)
@@ -14,14 +14,11 @@ pix2pixHD synthesizes a photo from a semantic label map with a conditional GAN w
 * the instance feature encoder E (sec. 3.4): ``Encoder``, an encoder-decoder followed by
   ``instance_average_pool``, which gives every pixel the mean feature of its object instance.
 
-Reading order: building blocks, G1, G2, D_k, E and the pooling, the ``define_*`` constructors with
-the official initialisation, then ``load_official_state_dict``, which loads the checkpoints NVIDIA
-released (whose keys are positions in ``nn.Sequential`` lists, such as ``model.17``) into these
-readable modules.
-
 Numerics follow the official implementation: instance norm without affine parameters, reflection
 padding, ReLU in G and E, LeakyReLU(0.2) in D, 4x4 kernels with padding 2 in D, and weights drawn
-from N(0, 0.02). This file imports only torch, so it can be copied on its own.
+from N(0, 0.02); a network built here equals the official one of the same options bit for bit,
+and NVIDIA's checkpoints load into it (``official.py`` maps their keys). This file imports only
+torch, so it can be copied on its own.
 """
 
 from collections import OrderedDict
@@ -35,7 +32,8 @@ from torch import nn
 # ---------------------------------------------------------------------------------------------
 
 def stem(in_channels, out_channels):
-    """7x7 convolution with reflection padding, instance norm, ReLU: the first layer of G1, G2, E."""
+    """7x7 convolution with reflection padding, instance norm, ReLU: the first layer of G1, G2,
+    E."""
     return nn.Sequential(OrderedDict(
         pad=nn.ReflectionPad2d(3),
         conv=nn.Conv2d(in_channels, out_channels, kernel_size=7),
@@ -106,16 +104,17 @@ def residual_blocks(channels, n_blocks):
 # ---------------------------------------------------------------------------------------------
 
 class GlobalGenerator(nn.Module):
-    r"""G1, the global generator network (sec. 3.2, fig. 3 of the paper).
+    r"""G1, the global generator network (sec. 3.2, fig. 2 of the paper).
 
-    .. math:: G_1(x) = \tanh\big(\mathrm{out}(G_1^{(B)}(G_1^{(R)}(G_1^{(F)}(x))))\big)
+    .. math:: G_1(x) = \mathrm{output}\big(G_1^{(B)}(G_1^{(R)}(G_1^{(F)}(x)))\big)
 
     * ``front`` G1^(F): a 7x7 stem of ``ngf`` channels, then ``n_downsample`` stride-2 convolutions,
       each doubling the width: (B, C_in, H, W) -> (B, ngf 2^n, H/2^n, W/2^n).
     * ``residual`` G1^(R): ``n_blocks`` residual blocks at that width.
     * ``back`` G1^(B): ``n_downsample`` stride-2 transposed convolutions halving the width, back to
       (B, ngf, H, W).
-    * ``output``: 7x7 convolution to ``output_nc`` channels and tanh.
+    * ``output``: a 7x7 convolution to ``output_nc`` channels followed by tanh (tanh is its last
+      layer, applied once), so the image lies in [-1, 1].
 
     The paper trains G1 on 1024x512 images; the official defaults are ngf 64, 4 downsamplings and
     9 residual blocks (about 182.5 M parameters for a 36-channel input).
@@ -130,7 +129,8 @@ class GlobalGenerator(nn.Module):
         widths = [ngf * 2 ** i for i in range(n_downsample + 1)]  # ngf, 2 ngf, ..., ngf 2^n
         self.front = nn.Sequential(OrderedDict(
             [("stem", stem(input_nc, ngf))]
-            + [(f"down{i + 1}", downsample(widths[i], widths[i + 1])) for i in range(n_downsample)]))
+            + [(f"down{i + 1}", downsample(widths[i], widths[i + 1]))
+               for i in range(n_downsample)]))
         self.residual = residual_blocks(widths[-1], n_blocks)
         self.back = nn.Sequential(OrderedDict(
             (f"up{i + 1}", upsample(widths[n_downsample - i], widths[n_downsample - i - 1]))
@@ -178,7 +178,7 @@ def image_pyramid_downsample():
 
 
 class LocalEnhancer(nn.Module):
-    r"""The coarse-to-fine generator G = {G1, G2} (sec. 3.2, fig. 3).
+    r"""The coarse-to-fine generator G = {G1, G2} (sec. 3.2, fig. 2).
 
     The input x is downsampled ``n_local_enhancers`` times by 2. G1 (here ``G1``, without its output
     layer) runs on the coarsest input; each enhancer in ``enhancers`` then adds the features of its
@@ -197,7 +197,8 @@ class LocalEnhancer(nn.Module):
                  n_local_enhancers=1, n_blocks_local=3):
         super().__init__()
         if n_local_enhancers < 1:
-            raise ValueError("LocalEnhancer needs n_local_enhancers >= 1; use GlobalGenerator for 0")
+            raise ValueError("LocalEnhancer needs n_local_enhancers >= 1; use GlobalGenerator "
+                             "for 0")
         n = n_local_enhancers
         self.G1 = GlobalGenerator(input_nc, output_nc, ngf * 2 ** n, n_downsample_global,
                                   n_blocks_global, with_output=False)
@@ -270,14 +271,16 @@ class NLayerDiscriminator(nn.Module):
 
 
 class MultiscaleDiscriminator(nn.Module):
-    r"""The multi-scale discriminators D1, D2, D3 (sec. 3.2).
-
-    .. math:: \min_G \max_{D_1, D_2, D_3} \sum_{k=1}^{3} \mathcal{L}_{GAN}(G, D_k)
+    r"""The multi-scale discriminators D1, D2, D3 (sec. 3.2), the players of eq. (3), which
+    ``losses.gan_loss`` states and sums.
 
     D_k is an ``NLayerDiscriminator`` with its own weights that sees the (label, image) pair
     downsampled k - 1 times by 2: D1 has the finest view and guides details, D3 the coarsest with
     the widest context. ``D[k - 1]`` holds D_k, and ``forward`` returns the list of D_k's features
-    in the same order. The paper uses 3 scales; the official training script defaults to 2.
+    in the same order. The paper uses 3 scales; the official training script passes 2. (The
+    official code names its scales from the coarsest, ``scale{num_D - 1 - k}`` for our ``D[k]``,
+    which matters when weights move between runs of different num_D: see ``official.py`` and
+    ``train.load_pretrained``.)
     """
 
     def __init__(self, input_nc, ndf=64, n_layers=3, num_D=3):
@@ -341,11 +344,12 @@ class Encoder(GlobalGenerator):
 
     \hat E is an encoder-decoder with the same front-end / back-end shape as G1 and no residual
     blocks (the official code builds it the same way): a 7x7 stem of ``nef`` channels,
-    ``n_downsample`` stride-2 convolutions, as many transposed convolutions, and a 7x7 convolution to
-    ``feat_num`` channels with tanh. Its output is averaged over each instance of the instance map I,
-    so each object carries one low-dimensional feature vector (3 by default) that the generator
-    reads as extra input channels. E is trained jointly with G; at test time its features are
-    replaced by K-means cluster centres to choose an object's style (``manipulate.py``).
+    ``n_downsample`` stride-2 convolutions, as many transposed convolutions, and a 7x7 convolution
+    to ``feat_num`` channels with tanh. Its output is averaged over each instance of the instance
+    map I, so each object carries one low-dimensional feature vector (3 in the paper, sec. 4) that
+    the generator reads as extra input channels. E is trained jointly with G; at test time its
+    features are replaced by K-means cluster centres to choose an object's style
+    (``manipulate.py``).
     """
 
     def __init__(self, input_nc=3, feat_num=3, nef=16, n_downsample=4):
@@ -378,7 +382,7 @@ def define_G(netG, input_nc, output_nc=3, ngf=64, n_downsample_global=4, n_block
         G = LocalEnhancer(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global,
                           n_local_enhancers, n_blocks_local)
     else:
-        raise ValueError(f"--netG must be 'global' or 'local', got {netG!r}")
+        raise ValueError(f"netG must be 'global' or 'local', got {netG!r}")
     return init_weights(G)
 
 
@@ -388,117 +392,3 @@ def define_D(input_nc, ndf=64, n_layers_D=3, num_D=3):
 
 def define_E(input_nc=3, feat_num=3, nef=16, n_downsample_E=4):
     return init_weights(Encoder(input_nc, feat_num, nef, n_downsample_E))
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading NVIDIA's released checkpoints
-# ---------------------------------------------------------------------------------------------
-
-def load_official_state_dict(model, state_dict):
-    """Load a state_dict saved by the official pix2pixHD code into one of our networks.
-
-    ``model`` is a ``GlobalGenerator``, ``LocalEnhancer``, ``Encoder`` or
-    ``MultiscaleDiscriminator`` built with the checkpoint's options (for the released
-    label2city_1024p generator: ``define_G('local', 36, ngf=32)``; for label2city_512p:
-    ``define_G('global', 36)``). Keys are converted (``convert_official_state_dict``) and loaded
-    strictly, so a checkpoint of another configuration fails with the keys or shapes that differ.
-    """
-    model.load_state_dict(convert_official_state_dict(model, state_dict), strict=True)
-    return model
-
-
-def convert_official_state_dict(model, state_dict):
-    """Rename the official keys of ``state_dict`` to ``model``'s keys; check keys and shapes.
-
-    The official networks are ``nn.Sequential`` lists, so their keys are positions: in G1 the stem
-    conv is ``model.1``, downsampling convs ``model.4, 7, ...`` (each followed by norm and ReLU),
-    then one index per residual block (``model.16.conv_block.1`` and ``.5`` are its two convs), the
-    transposed convs, and the output conv. ``official_key_map`` spells out that correspondence.
-    Raises ``ValueError`` listing missing or unexpected keys, or the first shape that differs.
-    """
-    names = official_key_map(model)  # official prefix -> our prefix
-    ours = model.state_dict()
-    converted, unexpected = {}, []
-    for key, value in state_dict.items():
-        prefix, _, leaf = key.rpartition(".")
-        if prefix not in names:
-            unexpected.append(key)
-            continue
-        converted[f"{names[prefix]}.{leaf}"] = value
-    missing = [k for k in ours if k not in converted]
-    if missing or unexpected:
-        raise ValueError(
-            f"official checkpoint does not fit this {type(model).__name__}: "
-            f"missing keys {_first(missing)}, unexpected keys {_first(unexpected)}; "
-            "build the network with the options it was trained with "
-            "(label2city_1024p: --netG local --ngf 32; label2city_512p: --netG global)")
-    for key, value in converted.items():
-        if tuple(value.shape) != tuple(ours[key].shape):
-            raise ValueError(
-                f"official checkpoint shape mismatch at {key}: checkpoint {tuple(value.shape)}, "
-                f"network {tuple(ours[key].shape)}: the network was built for another "
-                "number of input channels (labels, boundary map, features) or another width")
-    return converted
-
-
-def official_key_map(model):
-    """{official module prefix: our module prefix} for every layer with weights in ``model``."""
-    if isinstance(model, LocalEnhancer):
-        names = _global_generator_keys(model.G1, "model", "G1.")
-        for n, G2 in enumerate(model.enhancers, start=1):
-            names.update(_enhancer_keys(G2, f"model{n}_1", f"model{n}_2", f"enhancers.{n - 1}."))
-        return names
-    if isinstance(model, GlobalGenerator):  # also the Encoder, which has the same layout
-        return _global_generator_keys(model, "model", "")
-    if isinstance(model, MultiscaleDiscriminator):
-        # Official 'scale{s}' counts from the coarsest image: scale num_D-1 is our D1 (= D[0]).
-        num_D = len(model.D)
-        return {f"scale{s}_layer{j}.0": f"D.{num_D - 1 - s}.layers.{j}.conv"
-                for s in range(num_D) for j in range(len(model.D[0].layers))}
-    raise TypeError(f"no official layout is known for {type(model).__name__}")
-
-
-def _global_generator_keys(G1, theirs, ours):
-    n_down, n_blocks = len(G1.front) - 1, len(G1.residual)
-    # Official Sequential: [pad, conv, norm, relu] + n_down * [conv, norm, relu]
-    #                      + n_blocks * [ResnetBlock] + n_down * [convT, norm, relu]
-    #                      + [pad, conv, tanh]
-    names = {f"{theirs}.1": f"{ours}front.stem.conv"}
-    for i in range(n_down):
-        names[f"{theirs}.{4 + 3 * i}"] = f"{ours}front.down{i + 1}.conv"
-    first_block = 4 + 3 * n_down
-    names.update(_residual_keys(theirs, first_block, f"{ours}residual", n_blocks))
-    first_up = first_block + n_blocks
-    for i in range(n_down):
-        names[f"{theirs}.{first_up + 3 * i}"] = f"{ours}back.up{i + 1}.conv"
-    if not isinstance(G1.output, nn.Identity):
-        names[f"{theirs}.{first_up + 3 * n_down + 1}"] = f"{ours}output.conv"
-    return names
-
-
-def _enhancer_keys(G2, front, rest, ours):
-    # Official model{n}_1: [pad, conv7, norm, relu, conv3 stride 2, norm, relu]
-    # Official model{n}_2: n_blocks * [ResnetBlock] + [convT, norm, relu] (+ [pad, conv7, tanh])
-    n_blocks = len(G2.residual)
-    names = {f"{front}.1": f"{ours}front.stem.conv", f"{front}.4": f"{ours}front.down1.conv",
-             f"{rest}.{n_blocks}": f"{ours}back.up1.conv"}
-    names.update(_residual_keys(rest, 0, f"{ours}residual", n_blocks))
-    if not isinstance(G2.output, nn.Identity):
-        names[f"{rest}.{n_blocks + 4}"] = f"{ours}output.conv"
-    return names
-
-
-def _residual_keys(theirs, first, ours, n_blocks):
-    # Official conv_block: [pad, conv, norm, relu, pad, conv, norm]: convs at positions 1 and 5.
-    names = {}
-    for b in range(n_blocks):
-        names[f"{theirs}.{first + b}.conv_block.1"] = f"{ours}.block{b + 1}.conv1"
-        names[f"{theirs}.{first + b}.conv_block.5"] = f"{ours}.block{b + 1}.conv2"
-    return names
-
-
-def _first(keys, n=6):
-    if not keys:
-        return "none"
-    more = f" ... ({len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more

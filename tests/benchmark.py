@@ -42,6 +42,7 @@ import data  # noqa: E402  (after the path insert)
 import infer  # noqa: E402
 import losses  # noqa: E402
 import networks  # noqa: E402
+import runs  # noqa: E402
 import train  # noqa: E402
 
 CITYSCAPES_SAMPLE = ROOT.parent / "shared" / "data" / "cityscapes_sample"
@@ -53,38 +54,37 @@ LABEL_NC = 35
 # ---------------------------------------------------------------------------------------------
 
 def case_train(device, amp, size, netG, official_order=False):
-    """One iteration of train.py (``train.compute_losses`` then ``train.update``) at the official
-    configuration of ``netG``; with ``official_order``, the official code's iteration instead:
-    three D forwards (the detached synthesized pair, the real pair, the synthesized pair) and a
-    plain backward per loss (loss_G's also fills D's gradients, which are then zeroed) and an
-    unfused Adam, for comparison on the same machine."""
+    """One iteration of train.py (``train.compute_losses`` then ``train.update``, which includes
+    the check of the gradients before the step) at the official configuration of ``netG``; with
+    ``official_order``, the official code's iteration instead: three D forwards (the detached
+    synthesized pair, the real pair, the synthesized pair) and a plain backward per loss
+    (loss_G's also fills D's gradients, which are then zeroed) and an unfused Adam, for
+    comparison on the same machine."""
     w, h = size
     ngf = ["--ngf", "32"] if netG == "local" else []
     opt = train.build_parser().parse_args(["--netG", netG, *ngf, "--num_D", "2"])
-    G, D, _ = train.build_networks(opt)
+    G, D, _ = runs.build_networks(opt)
     G, D = G.to(device), D.to(device)
     vgg_loss = losses.VGGLoss(torchvision.models.vgg19()).to(device)
-    optimizer_G = train.build_optimizer_G(G, None, opt, only_enhancers=False)
-    optimizer_D = train.adam(D.parameters(), opt)
-    if official_order:  # the official code's Adam: a Python loop over the weight tensors
-        optimizer_G, optimizer_D = (torch.optim.Adam(net.parameters(), lr=opt.lr,
-                                                     betas=(opt.beta1, 0.999)) for net in (G, D))
-    scaler = torch.amp.GradScaler(device.type,
-                                  enabled=amp and train.amp_dtype(device.type) == torch.float16)
-    pool = train.ImagePool(0, seed=0)
+    procs = train.Processes(0, 1, device, amp, runs.autocast_dtype(device.type))
+    state = train.TrainingState(G, D, None, opt, procs)
+    train.set_learning_networks(state, opt, procs, fix_global=False)
+    # the official code's Adam: a Python loop over the weight tensors
+    optimizer_G, optimizer_D = (torch.optim.Adam(net.parameters(), lr=opt.lr,
+                                                 betas=(opt.beta1, 0.999)) for net in (G, D))
+    scaler = state.scaler
     s_in = random_generator_input(device, h, w)
     s = s_in[:, :LABEL_NC].argmax(1, keepdim=True)
     inst = s.clone()
     x = torch.rand(1, 3, h, w, device=device) * 2 - 1
-    params_G, params_D = list(G.parameters()), list(D.parameters())
 
     def run():
-        _, terms = train.compute_losses(G, D, None, s, inst, x, opt, vgg_loss, pool,
-                                        autocast(device, amp))
-        train.update(terms, optimizer_G, optimizer_D, scaler, params_G, params_D)
+        _, terms = train.compute_losses(G, D, None, s, inst, x, opt, vgg_loss, state.pool,
+                                        procs.autocast())
+        train.update(terms, state, procs)
 
     def run_official_order():
-        with autocast(device, amp):
+        with runs.autocast(device, amp):
             s_in = data.generator_input(s, inst, LABEL_NC, False)
             fake = G(s_in)
             loss_D_fake = losses.gan_loss(D(torch.cat([s_in, fake.detach()], 1)), False)
@@ -120,7 +120,7 @@ def case_infer(device, amp, size, netG="local"):
     x = random_generator_input(device, h, w)
 
     def run():
-        with torch.inference_mode(), autocast(device, amp):
+        with torch.inference_mode(), runs.autocast(device, amp):
             return G(x)
     return run
 
@@ -131,7 +131,7 @@ def case_encode_pool(device, amp):
     photo = torch.rand(1, 3, *inst.shape[-2:], device=device) * 2 - 1
 
     def run():
-        with torch.no_grad(), autocast(device, amp):
+        with torch.no_grad(), runs.autocast(device, amp):
             return E(photo, inst)
     return run
 
@@ -157,10 +157,6 @@ def per_instance_loop(features, inst):
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-def autocast(device, enabled):
-    return torch.autocast(device.type, dtype=train.amp_dtype(device.type), enabled=enabled)
-
 
 def random_generator_input(device, h, w, seed=0):
     """A one-hot label map of blobs + a boundary channel, (1, 36, h, w): real-looking sparsity."""
@@ -237,6 +233,8 @@ CASES = {
 
 def run_case(name, device, warmup, repeats):
     torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train.py: fixed sizes, autotuned kernels
     result = measure(CASES[name](device), device, warmup, repeats)
     print(json.dumps({"case": name, **result}))
 
@@ -282,7 +280,8 @@ def device_name(device):
 
 
 def row_text(r):
-    return f"{r['case']}: median {r['median_s']:.3f} s, min {r['min_s']:.3f} s, peak {r['peak_mb']:.0f} MB"
+    return (f"{r['case']}: median {r['median_s']:.3f} s, min {r['min_s']:.3f} s, "
+            f"peak {r['peak_mb']:.0f} MB")
 
 
 def markdown_table(rows):

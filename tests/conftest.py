@@ -1,9 +1,21 @@
-"""Shared by every test file: the repository root on the import path, and ``run_command``."""
+"""Shared by every test file: the repository root on the import path, ``run_command``, and the
+one tiny model with instance features that the manipulation and synthetic-city tests measure."""
 
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import manipulate  # noqa: E402  (after the path insert)
+import synthetic_city  # noqa: E402
+import train  # noqa: E402
+
+TINY_FEAT = ["--loadSize", "64", "--ngf", "8", "--n_downsample_global", "2",
+             "--n_blocks_global", "1", "--ndf", "8", "--num_D", "1", "--nef", "8",
+             "--no_vgg_loss", "--num_workers", "0", "--device", "cpu", "--print_freq", "1000",
+             "--display_freq", "1000", "--seed", "0"]
 
 
 def run_command(main, argv, capsys):
@@ -17,3 +29,18 @@ def run_command(main, argv, capsys):
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return code, out, err
+
+
+@pytest.fixture(scope="session")
+def feature_run(tmp_path_factory):
+    """A synthetic city of 24 training and 3 test scenes at 64x32 (true styles in styles.json),
+    a tiny G + E trained on it with --instance_feat for 150 iterations, and ``manipulate.py
+    encode`` (the official size threshold): the paths and the flags that load the run."""
+    city = synthetic_city.make_synthetic_city(tmp_path_factory.mktemp("feature_city") / "city",
+                                              n_train=24, n_test=3, width=64, height=32, seed=0)
+    ckpt = tmp_path_factory.mktemp("checkpoints")
+    train.main(["--dataroot", str(city), "--checkpoints_dir", str(ckpt), "--name", "feat",
+                "--instance_feat", "--max_iters", "150", *TINY_FEAT])
+    flags = ["--name", "feat", "--checkpoints_dir", str(ckpt), "--device", "cpu"]
+    manipulate.main(["encode", *flags, "--dataroot", str(city)])
+    return {"city": city, "ckpt": ckpt, "flags": flags, "clusters": ckpt / "feat" / "clusters.npz"}

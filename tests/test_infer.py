@@ -18,6 +18,8 @@ from PIL import Image
 
 import data
 import infer
+import runs
+import synthetic_city
 import train
 from conftest import run_command
 
@@ -90,7 +92,7 @@ def test_cluster_file_round_trips_as_plain_arrays(tmp_path):
 def test_cluster_file_of_another_feat_num_or_label_set_is_refused(tmp_path, feat_num, label_nc):
     path = tmp_path / "clusters.npz"
     infer.save_clusters(path, CLUSTERS, feat_num=3, label_nc=35)
-    with pytest.raises(train.UserError, match=r"made with feat_num 3, label_nc 35.*re-run"):
+    with pytest.raises(runs.UserError, match=r"made with feat_num 3, label_nc 35.*re-run"):
         infer.load_clusters(path, feat_num=feat_num, label_nc=label_nc)
 
 
@@ -98,7 +100,7 @@ def test_a_pickled_cluster_file_is_refused(tmp_path):
     """The official format, a .npy of a dict, needs pickle: refused with a one-line message."""
     path = tmp_path / "official.npy"
     np.save(path, {26: np.zeros((10, 3))}, allow_pickle=True)
-    with pytest.raises(train.UserError, match="not one written by manipulate.py encode"):
+    with pytest.raises(runs.UserError, match="not one written by manipulate.py encode"):
         infer.load_clusters(path)
 
 
@@ -113,8 +115,8 @@ def run(argv, capsys):
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    root = tmp_path_factory.mktemp("city")
-    data.make_synthetic_city(str(root), n_train=2, n_test=2, width=64, height=32, seed=0)
+    root = tmp_path_factory.mktemp("city") / "city"
+    synthetic_city.make_synthetic_city(root, n_train=2, n_test=2, width=64, height=32, seed=0)
     return root
 
 
@@ -266,7 +268,8 @@ def test_official_1024p_generator_runs_on_label_and_instance_files(official_1024
         inst = sorted((CITYSCAPES / "train_inst").iterdir())[0]
         flags, size = ["--loadSize", 128, "--resize_or_crop", "scale_width"], (128, 64)
     else:
-        root = data.make_synthetic_city(tmp_path / "city", n_train=1, n_test=0, width=96, height=64)
+        root = synthetic_city.make_synthetic_city(tmp_path / "city", n_train=1, n_test=0, width=96,
+                                                  height=64)
         label = next((root / "train_label").iterdir())
         inst = next((root / "train_inst").iterdir())
         flags, size = [], (96, 64)

@@ -1,12 +1,12 @@
 """Claims about manipulate.py, the semantic manipulation of sec. 3.4: K-means recovers appearance
-modes, the cluster file round-trips without pickle, an instance can be chosen three ways, restyling
-one instance changes that instance far more than the rest, and every user mistake is one line.
+modes, an instance can be chosen three ways, restyling one instance changes that instance more
+than the rest, galleries draw every cluster, and every user mistake is one line.
 
-The end-to-end claims use one tiny model trained with --instance_feat on a tiny synthetic city
-(64x32, tiny widths, a few dozen CPU iterations, in a module fixture), then ``encode``.
+The end-to-end claims use the tiny model trained with --instance_feat on a tiny synthetic city
+that conftest.py shares (``feature_run``), after ``encode``. How well its clusters find the true
+styles is test_synthetic_city.py's claim.
 """
 
-import json
 import re
 
 import numpy as np
@@ -14,20 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-import data
 import infer
 import manipulate
+import runs
 import train
-from conftest import run_command
-from manipulate import adjusted_rand_index, kmeans, purity
-
-TINY = ["--loadSize", "64", "--ngf", "8", "--n_downsample_global", "2", "--n_blocks_global", "1",
-        "--ndf", "8", "--num_D", "1", "--nef", "8", "--no_vgg_loss", "--num_workers", "0",
-        "--device", "cpu", "--print_freq", "1000", "--display_freq", "1000", "--seed", "0"]
+from conftest import TINY_FEAT, run_command
+from manipulate import kmeans
 
 
 # ---------------------------------------------------------------------------------------------
-# K-means, purity, ARI: pure functions
+# K-means: pure functions
 # ---------------------------------------------------------------------------------------------
 
 def blobs(seed=0, n=40, spread=0.3):
@@ -41,8 +37,9 @@ def blobs(seed=0, n=40, spread=0.3):
 def test_kmeans_recovers_well_separated_blobs_exactly():
     x, truth, centres = blobs()
     result = kmeans(x, 5, torch.Generator().manual_seed(0))
-    assert adjusted_rand_index(result.assignment, truth) == 1.0
-    assert purity(result.assignment, truth) == 1.0
+    # the true partition up to renaming: five (cluster, blob) pairs, five distinct clusters
+    pairs = set(zip(result.assignment.tolist(), truth.tolist()))
+    assert len(pairs) == 5 and len({cluster for cluster, _ in pairs}) == 5
     # each found centre is the mean of one blob, so within a few sd / sqrt(40) of the true centre
     order = result.centers[:, None].sub(centres[None].double()).norm(dim=-1).argmin(dim=1)
     assert sorted(order.tolist()) == [0, 1, 2, 3, 4]
@@ -89,25 +86,6 @@ def test_lloyd_refills_an_empty_cluster():
     assert torch.bincount(r.assignment, minlength=5).min() > 0
 
 
-def test_purity_and_adjusted_rand_index_by_hand():
-    # clusters {0,0 | 1 | 2} vs truth {a,a | b,b}: purity 1, ARI (1 - 1/3) / (3/2 - 1/3) = 4/7
-    assert purity([0, 0, 1, 2], ["a", "a", "b", "b"]) == 1.0
-    assert adjusted_rand_index([0, 0, 1, 2], ["a", "a", "b", "b"]) == pytest.approx(4 / 7)
-    # renaming clusters changes nothing; one merged cluster has purity = the majority share
-    assert adjusted_rand_index([1, 1, 0, 0], [0, 0, 1, 1]) == 1.0
-    assert purity([0, 0, 0, 0], [0, 0, 0, 1]) == 0.75
-    # the worst split of 2 x 2 points is below chance
-    assert adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)
-    # one point: no pair to disagree about, as scikit-learn
-    assert adjusted_rand_index([3], ["a"]) == 1.0
-
-
-def test_adjusted_rand_index_is_near_zero_for_unrelated_partitions():
-    g = np.random.default_rng(0)
-    scores = [adjusted_rand_index(g.integers(0, 4, 400), g.integers(0, 3, 400)) for _ in range(20)]
-    assert abs(np.mean(scores)) < 0.01
-
-
 # ---------------------------------------------------------------------------------------------
 # Choosing an instance: pure
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +118,7 @@ def test_select_instance_by_id_by_class_index_and_by_pixel():
     (dict(instance_id=7, at=(0, 0)), r"choose the instance one way"),
 ])
 def test_select_instance_errors_say_what_the_map_holds(how, expected):
-    with pytest.raises(train.UserError, match=expected):
+    with pytest.raises(runs.UserError, match=expected):
         manipulate.select_instance(toy_instance_map(), **how)
 
 
@@ -189,27 +167,13 @@ def run(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory):
-    """24 training and 3 test scenes at 64x32, with their true styles in styles.json."""
-    root = tmp_path_factory.mktemp("city")
-    data.make_synthetic_city(str(root), n_train=24, n_test=3, width=64, height=32, seed=0)
-    return root
+def trained(feature_run):
+    return feature_run
 
 
 @pytest.fixture(scope="module")
-def trained(city, tmp_path_factory):
-    """A tiny G + E trained with --instance_feat for 150 iterations, then ``encode`` (official
-    size threshold) and ``evaluate``; returns the paths and the evaluation numbers."""
-    ckpt = tmp_path_factory.mktemp("checkpoints")
-    train.main(["--dataroot", str(city), "--checkpoints_dir", str(ckpt), "--name", "feat",
-                "--instance_feat", "--max_iters", "150", *TINY])
-    flags = ["--name", "feat", "--checkpoints_dir", ckpt, "--device", "cpu"]
-    manipulate.main([str(a) for a in ["encode", *flags, "--dataroot", city]])
-    report = ckpt / "evaluation.json"
-    manipulate.main([str(a) for a in ["evaluate", *flags, "--dataroot", city, "--n_restyle", 3,
-                                      "--json", report]])
-    return {"ckpt": ckpt, "flags": flags, "report": json.loads(report.read_text()),
-            "clusters": ckpt / "feat" / "clusters.npz"}
+def city(feature_run):
+    return feature_run["city"]
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +181,7 @@ def plain(city, tmp_path_factory):
     """A checkpoint trained without --instance_feat: it has no encoder E."""
     ckpt = tmp_path_factory.mktemp("plain")
     train.main(["--dataroot", str(city), "--checkpoints_dir", str(ckpt), "--name", "plain",
-                "--max_iters", "1", *TINY])
+                "--max_iters", "1", *TINY_FEAT])
     return ckpt
 
 
@@ -238,22 +202,6 @@ def test_encode_writes_at_most_10_centres_per_class(trained):
             assert 1 <= K <= 10 and f[f"counts_{c}"].sum() >= K  # every cluster has a member
             assert f[f"centers_{c}"].shape[1] == 3  # feat_num
         assert int(f["feat_num"]) == 3 and int(f["label_nc"]) == 35
-
-
-def test_car_clusters_follow_the_true_car_colours(trained):
-    """Sec. 3.4's premise on the synthetic city, whose cars come in 4 colours: after a short
-    training, K-means on E's features groups cars by colour clearly better than chance. Loose
-    thresholds for a tiny model trained 150 iterations (the README has a longer run)."""
-    car = trained["report"]["clusters"]["car"]
-    assert car["styles"] == 4 and car["instances"] >= 30
-    assert car["ari_k_styles"] > 0.1  # 0 is chance
-    assert car["purity_k_styles"] > car["majority"] + 0.1  # the majority colour is the baseline
-
-
-def test_restyling_a_car_changes_the_car_far_more_than_the_rest(trained):
-    change = trained["report"]["restyle"]
-    assert change["inside"] > 3 * change["outside"]
-    assert change["near"] > change["far"]  # what leaks out stays mostly near the car
 
 
 @pytest.mark.parametrize("how", ["id", "class_index", "pixel"])

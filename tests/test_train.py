@@ -6,6 +6,7 @@ else in a subprocess) on tiny synthetic cities at 64x32 with tiny widths, on the
 """
 
 import functools
+import json
 import math
 import os
 import re
@@ -24,7 +25,10 @@ from PIL import Image
 import data
 import losses
 import networks
+import runs
+import synthetic_city
 import train
+import train_machinery
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,9 +51,8 @@ def one_thread():
 @pytest.fixture(scope="session")
 def city(tmp_path_factory):
     """Three training scenes of the synthetic city at 64x32 (an epoch is three iterations)."""
-    root = tmp_path_factory.mktemp("city")
-    data.make_synthetic_city(str(root), n_train=3, n_test=1, width=64, height=32, seed=0)
-    return root
+    return synthetic_city.make_synthetic_city(tmp_path_factory.mktemp("city") / "city", n_train=3,
+                                              n_test=1, width=64, height=32, seed=0)
 
 
 def run(city, ckpt, *extra, name="run"):
@@ -91,6 +94,12 @@ def assert_same_tensors(a, b):
         assert torch.equal(ta[k], tb[k]), k
 
 
+def cpu_processes(amp=False):
+    """One process on the CPU: what ``train.start_processes`` gives without torchrun."""
+    return train_machinery.Processes(rank=0, world_size=1, device=torch.device("cpu"), use_amp=amp,
+                           dtype=torch.bfloat16)
+
+
 # --------------------------------------------------------------------------------------------
 # The training procedure runs in every configuration
 # --------------------------------------------------------------------------------------------
@@ -99,9 +108,10 @@ def test_global_run_writes_checkpoint_samples_and_logs(city, tmp_path):
     out = run(city, tmp_path, "--max_iters", "2")
     assert out["iteration"] == 2
     run_dir = tmp_path / "run"
-    ckpt = train.load_checkpoint(run_dir / "latest.pt")
+    ckpt = runs.load_checkpoint(run_dir / "latest.pt")
     assert set(ckpt) == {"G", "D", "E", "optimizer_G", "optimizer_D", "scaler", "epoch",
-                         "iteration", "epoch_iter", "world_size", "image_pool", "rng", "opt"}
+                         "iteration", "epoch_iter", "world_size", "image_pool", "rng",
+                         "class_pixels", "opt"}
     assert (ckpt["epoch"], ckpt["iteration"], ckpt["epoch_iter"], ckpt["E"]) == (1, 2, 2, None)
     assert not any(k.startswith("module.") for k in ckpt["G"])
     assert_same_tensors(ckpt["G"], out["G"].state_dict())
@@ -114,22 +124,22 @@ def test_global_run_writes_checkpoint_samples_and_logs(city, tmp_path):
     samples = sorted((run_dir / "samples").glob("*.png"))
     assert len(samples) == 2 and Image.open(samples[0]).size == (3 * 64, 32)
     assert (run_dir / "loss_plot.png").stat().st_size > 0
-    assert train.json.loads((run_dir / "opt.json").read_text())["ngf"] == 8
+    assert json.loads((run_dir / "opt.json").read_text())["ngf"] == 8
 
 
 def test_local_enhancer_starts_from_the_global_G1_and_keeps_it_fixed_for_niter_fix_global(
         city, tmp_path, capsys):
     run(city, tmp_path, "--max_iters", "2", name="global")
-    G1 = train.load_checkpoint(tmp_path / "global" / "latest.pt")["G"]
-    D = train.load_checkpoint(tmp_path / "global" / "latest.pt")["D"]
+    G1 = runs.load_checkpoint(tmp_path / "global" / "latest.pt")["G"]
     # The local run's G1 is ngf * 2 wide: ngf 4 here, as ngf 32 around a 64-wide G1 in the paper.
     run(city, tmp_path, "--netG", "local", "--ngf", "4", "--load_pretrain",
         str(tmp_path / "global"), "--niter_fix_global", "1", "--save_epoch_freq", "1",
         "--max_iters", "4", name="local")
     out = capsys.readouterr().out
-    assert "G1 and D loaded from" in out and "Now also finetuning global generator" in out
-    after_epoch_1 = train.load_checkpoint(tmp_path / "local" / "epoch_1.pt")["G"]
-    after_epoch_2 = train.load_checkpoint(tmp_path / "local" / "latest.pt")["G"]
+    assert "G1 and 2 of the 2 D_k (from the coarsest) loaded from" in out
+    assert "Now also finetuning global generator" in out
+    after_epoch_1 = runs.load_checkpoint(tmp_path / "local" / "epoch_1.pt")["G"]
+    after_epoch_2 = runs.load_checkpoint(tmp_path / "local" / "latest.pt")["G"]
     kept = [k for k in G1 if not k.startswith("output.")]
     assert kept and all(torch.equal(after_epoch_1[f"G1.{k}"], G1[k]) for k in kept)
     assert not all(torch.equal(after_epoch_2[f"G1.{k}"], G1[k]) for k in kept)
@@ -139,13 +149,38 @@ def test_local_enhancer_starts_from_the_global_G1_and_keeps_it_fixed_for_niter_f
                            fresh.state_dict()["enhancers.0.front.stem.conv.weight"])
 
 
+@pytest.mark.parametrize("theirs, ours", [(2, 3), (3, 3), (3, 2)])
+def test_load_pretrain_matches_the_discriminators_from_the_coarsest_scale(theirs, ours):
+    """The official D names its scales from the coarsest and loads them by name. In the paper's
+    recipe, G1 trains at 1024x512 with 2 D_k and G at 2048x1024 with 3: then every loaded D_k
+    judges the absolute resolution it learned on, and the new finest scale starts fresh."""
+    torch.manual_seed(0)
+    pretrained = networks.define_D(39, 8, 3, theirs)
+    D = networks.define_D(39, 8, 3, ours)
+    fresh = {k: v.clone() for k, v in D.state_dict().items()}
+    loaded = train.load_discriminators_from_the_coarsest(D, pretrained.state_dict())
+    assert loaded == min(theirs, ours)
+    # D_k sees the input downsampled k times (k = 0 the finest); the 1024p input is twice the
+    # 512p one, so, when one scale is added, ours[k] sees what theirs[k - 1] saw.
+    H = 1024
+    for k in range(ours):
+        k_theirs = k - (ours - theirs)
+        weights = D.D[k].state_dict()
+        if 0 <= k_theirs < theirs:
+            assert_same_tensors(weights, pretrained.D[k_theirs].state_dict())
+            if ours == theirs + 1:
+                assert (2 * H) >> k == H >> k_theirs  # the same absolute resolution
+        else:
+            assert_same_tensors(weights, {n: fresh[f"D.{k}.{n}"] for n in weights})
+
+
 def test_instance_feat_trains_encoder_jointly_with_G(city, tmp_path):
     extra = ["--instance_feat", "--nef", "4", "--n_downsample_E", "2", "--max_iters", "2"]
     run(city, tmp_path, *extra)
-    ckpt = train.load_checkpoint(tmp_path / "run" / "latest.pt")
+    ckpt = runs.load_checkpoint(tmp_path / "run" / "latest.pt")
     opt = train.build_parser().parse_args(["--dataroot", str(city), *TINY, *extra])
     torch.manual_seed(0)
-    G0, _, E0 = train.build_networks(opt)
+    G0, _, E0 = runs.build_networks(opt)
     assert ckpt["G"]["front.stem.conv.weight"].shape[1] == 36 + 3  # + feat_num features
     assert ckpt["D"]["D.0.layers.0.conv.weight"].shape[1] == 39  # D never sees the features
     assert set(ckpt["E"]) == set(E0.state_dict())
@@ -156,7 +191,7 @@ def test_instance_feat_trains_encoder_jointly_with_G(city, tmp_path):
 
 def test_no_instance_drops_the_boundary_channel(city, tmp_path):
     run(city, tmp_path, "--no_instance", "--max_iters", "2")
-    ckpt = train.load_checkpoint(tmp_path / "run" / "latest.pt")
+    ckpt = runs.load_checkpoint(tmp_path / "run" / "latest.pt")
     assert ckpt["G"]["front.stem.conv.weight"].shape[1] == 35
     assert ckpt["D"]["D.0.layers.0.conv.weight"].shape[1] == 38
 
@@ -183,7 +218,7 @@ def test_label_nc_0_trains_image_to_image_from_train_A_to_train_B(tmp_path):
             pixels = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / folder / f"{i}.png")
     run(root, tmp_path, "--label_nc", "0", "--no_instance", "--max_iters", "2")
-    ckpt = train.load_checkpoint(tmp_path / "run" / "latest.pt")
+    ckpt = runs.load_checkpoint(tmp_path / "run" / "latest.pt")
     assert ckpt["G"]["front.stem.conv.weight"].shape[1] == 3
     assert ckpt["D"]["D.0.layers.0.conv.weight"].shape[1] == 6
     assert len(list((tmp_path / "run" / "samples").glob("*.png"))) == 2
@@ -192,12 +227,12 @@ def test_label_nc_0_trains_image_to_image_from_train_A_to_train_B(tmp_path):
 def test_no_dataroot_trains_on_the_synthetic_city_with_cpu_sized_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # A smaller city than the real default, to keep the test fast; the path is the same.
-    monkeypatch.setattr(data, "make_synthetic_city", functools.partial(
-        data.make_synthetic_city, n_train=2, n_test=1, width=64, height=32))
+    monkeypatch.setattr(synthetic_city, "make_synthetic_city", functools.partial(
+        synthetic_city.make_synthetic_city, n_train=2, n_test=1, width=64, height=32))
     train.main(["--ngf", "8", "--loadSize", "64", "--num_workers", "0", "--device", "cpu",
                 "--no_vgg_loss", "--max_iters", "1"])
     assert (tmp_path / "datasets" / "synthetic_city" / "train_label").is_dir()
-    opt = train.json.loads((tmp_path / "checkpoints" / "synthetic_city" / "opt.json").read_text())
+    opt = json.loads((tmp_path / "checkpoints" / "synthetic_city" / "opt.json").read_text())
     assert opt["ngf"] == 8 and opt["loadSize"] == 64  # set on the command line: kept
     assert opt["num_D"] == train.SYNTHETIC_DEFAULTS["num_D"] == 2  # not set: the CPU size
     assert opt["n_downsample_global"] == train.SYNTHETIC_DEFAULTS["n_downsample_global"]
@@ -208,7 +243,7 @@ def test_bf16_autocast_on_cpu_runs_an_iteration_with_finite_losses(city, tmp_pat
     assert "autocast bfloat16" in capsys.readouterr().out
     row = (tmp_path / "run" / "loss_log.csv").read_text().splitlines()[1].split(",")
     assert all(math.isfinite(float(v)) for v in row[2:7])
-    G = train.load_checkpoint(tmp_path / "run" / "latest.pt")["G"]
+    G = runs.load_checkpoint(tmp_path / "run" / "latest.pt")["G"]
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in G.values())
 
 
@@ -224,8 +259,8 @@ def test_one_iteration_equals_the_official_order_with_its_three_discriminator_fo
         ["--label_nc", "5", "--ngf", "8", "--n_downsample_global", "2", "--n_blocks_global", "1",
          "--ndf", "8", "--num_D", "2"])
     torch.manual_seed(0)
-    G, D, _ = train.build_networks(opt)
-    G_ref, D_ref, _ = train.build_networks(opt)
+    G, D, _ = runs.build_networks(opt)
+    G_ref, D_ref, _ = runs.build_networks(opt)
     G_ref.load_state_dict(G.state_dict())
     D_ref.load_state_dict(D.state_dict())
     s = torch.randint(0, 5, (2, 1, 32, 64))
@@ -235,10 +270,12 @@ def test_one_iteration_equals_the_official_order_with_its_three_discriminator_fo
     def adam(net):
         return torch.optim.Adam(net.parameters(), lr=opt.lr, betas=(opt.beta1, 0.999))
 
-    _, terms = train.compute_losses(G, D, None, s, inst, x, opt, None, train.ImagePool(0, 0),
-                                    torch.autocast("cpu", enabled=False))
-    train.update(terms, adam(G), adam(D), torch.amp.GradScaler("cpu", enabled=False),
-                 list(G.parameters()), list(D.parameters()))
+    procs = cpu_processes()
+    state = train.TrainingState(G, D, None, opt, procs)
+    train.set_learning_networks(state, opt, procs, fix_global=False)
+    _, terms = train.compute_losses(G, D, None, s, inst, x, opt, None, state.pool,
+                                    procs.autocast())
+    train.update(terms, state, procs)
 
     s_in = data.generator_input(s, inst, 5, False)
     fake = G_ref(s_in)
@@ -273,12 +310,12 @@ def test_bf16_autocast_gives_the_fp32_losses_within_bf16_tolerance():
         ["--label_nc", "5", "--ngf", "8", "--n_downsample_global", "2", "--n_blocks_global", "1",
          "--ndf", "8", "--num_D", "2"])
     torch.manual_seed(0)
-    G, D, _ = train.build_networks(opt)
+    G, D, _ = runs.build_networks(opt)
     vgg = losses.VGGLoss(torchvision.models.vgg19())  # random weights: the cost is the same
     s = torch.randint(0, 5, (1, 1, 32, 64))
     inst = torch.randint(0, 3, (1, 1, 32, 64))
     x = torch.rand(1, 3, 32, 64) * 2 - 1
-    pool = train.ImagePool(0, 0)
+    pool = train_machinery.ImagePool(0, 0)
     _, fp32 = train.compute_losses(G, D, None, s, inst, x, opt, vgg, pool,
                                    torch.autocast("cpu", enabled=False))
     _, bf16 = train.compute_losses(G, D, None, s, inst, x, opt, vgg, pool,
@@ -297,8 +334,8 @@ def test_resume_is_bit_for_bit(city, tmp_path):
     run(city, tmp_path, *extra, "--max_iters", "2", name="resumed")
     run(city, tmp_path, *extra, "--max_iters", "4", "--continue_train", "--num_workers", "1",
         name="resumed")
-    a = train.load_checkpoint(tmp_path / "straight" / "latest.pt")
-    b = train.load_checkpoint(tmp_path / "resumed" / "latest.pt")
+    a = runs.load_checkpoint(tmp_path / "straight" / "latest.pt")
+    b = runs.load_checkpoint(tmp_path / "resumed" / "latest.pt")
     assert (a["epoch"], a["iteration"]) == (b["epoch"], b["iteration"]) == (2, 4)
     assert a["optimizer_G"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     for key in ("G", "D", "E", "optimizer_G", "optimizer_D", "image_pool"):
@@ -307,7 +344,9 @@ def test_resume_is_bit_for_bit(city, tmp_path):
 
 
 def test_ddp_with_two_processes_keeps_identical_weights(city, tmp_path):
-    """torchrun --nproc_per_node=2 on the CPU (gloo); each rank dumps the weights it ended with."""
+    """torchrun --nproc_per_node=2 on the CPU (gloo), with E and a local enhancer whose G1 stays
+    fixed for the first epoch (2 iterations per process: 3 scenes over 2 processes): each rank
+    dumps the weights it ended with; they agree, G1 did not move in epoch 1 and did in epoch 2."""
     launcher = tmp_path / "launch.py"
     launcher.write_text(textwrap.dedent(f"""
         import os, sys
@@ -315,24 +354,34 @@ def test_ddp_with_two_processes_keeps_identical_weights(city, tmp_path):
         sys.path.insert(0, {str(REPO)!r})
         import train
         out = train.main(sys.argv[1:])
-        torch.save({{"G": out["G"].state_dict(), "D": out["D"].state_dict()}},
+        torch.save({{"G": out["G"].state_dict(), "D": out["D"].state_dict(),
+                    "E": out["E"].state_dict()}},
                    os.path.join({str(tmp_path)!r}, f"rank{{os.environ['RANK']}}.pt"))
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(launcher), "--dataroot", str(city), "--checkpoints_dir", str(tmp_path),
-         "--name", "ddp", *TINY, "--max_iters", "2"],
+         "--name", "ddp", *TINY, "--netG", "local", "--ngf", "4", "--niter_fix_global", "1",
+         "--instance_feat", "--nef", "4", "--n_downsample_E", "2", "--save_epoch_freq", "1",
+         "--max_iters", "3"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert_same_tensors(rank0, rank1)
-    saved = train.load_checkpoint(tmp_path / "ddp" / "latest.pt")  # written by rank 0 only
+    saved = runs.load_checkpoint(tmp_path / "ddp" / "latest.pt")  # written by rank 0 only
     assert_same_tensors(saved["G"], rank0["G"])
-    assert saved["iteration"] == 2
+    assert (saved["epoch"], saved["iteration"]) == (2, 3)
     torch.manual_seed(0)
-    fresh_G, _, _ = train.build_networks(saved["opt"])
-    assert not torch.equal(fresh_G.front.stem.conv.weight, rank0["G"]["front.stem.conv.weight"])
+    fresh_G, _, fresh_E = runs.build_networks(saved["opt"])
+    epoch_1 = runs.load_checkpoint(tmp_path / "ddp" / "epoch_1.pt")
+    G1 = [k for k in fresh_G.state_dict() if k.startswith("G1.")]
+    assert all(torch.equal(epoch_1["G"][k], fresh_G.state_dict()[k]) for k in G1)  # fixed
+    assert not all(torch.equal(rank0["G"][k], fresh_G.state_dict()[k]) for k in G1)
+    assert not torch.equal(epoch_1["G"]["enhancers.0.front.stem.conv.weight"],
+                           fresh_G.state_dict()["enhancers.0.front.stem.conv.weight"])
+    assert not torch.equal(epoch_1["E"]["front.stem.conv.weight"],
+                           fresh_E.state_dict()["front.stem.conv.weight"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +396,7 @@ def test_training_brings_synthesized_photos_close_to_the_real_ones(city, tmp_pat
     s_in = data.generator_input(batch["label"], batch["inst"], 35)
     opt = train.build_parser().parse_args(["--dataroot", str(city), *TINY])
     torch.manual_seed(0)
-    G_start, _, _ = train.build_networks(opt)
+    G_start, _, _ = runs.build_networks(opt)
     with torch.no_grad():
         before = (G_start(s_in) - batch["image"]).abs().mean().item()
         after = (out["G"](s_in) - batch["image"]).abs().mean().item()
@@ -373,7 +422,7 @@ def test_failed_save_leaves_the_previous_latest_loadable(city, tmp_path, monkeyp
         "--continue_train", "--max_iters", "4"])
     assert code == 1 and len(err) == 1 and "could not write" in err[0]
     assert latest.read_bytes() == before
-    assert train.load_checkpoint(latest)["iteration"] == 2
+    assert runs.load_checkpoint(latest)["iteration"] == 2
     assert [p.name for p in (tmp_path / "run").glob(".*tmp")] == []
 
 
@@ -382,7 +431,8 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(
     run(city, tmp_path, "--max_iters", "2")
     latest = tmp_path / "run" / "latest.pt"
     before = latest.read_bytes()
-    monkeypatch.setattr(losses, "gan_loss", lambda *a, **k: torch.tensor(float("nan")))
+    monkeypatch.setattr(losses, "gan_loss",  # nan, attached to D's output as a real loss is
+                        lambda predictions, *a, **k: predictions[0][-1].mean() * float("nan"))
     code, err = exit_code_and_message(capsys, [
         "--dataroot", str(city), "--checkpoints_dir", str(tmp_path), "--name", "run", *TINY,
         "--continue_train", "--max_iters", "4", "--save_latest_freq", "1"])
@@ -390,22 +440,48 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(
     assert latest.read_bytes() == before
 
 
-def test_ctrl_c_finishes_the_iteration_saves_and_exits(city, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                          (signal.SIGUSR1, 138)])
+def test_ctrl_c_or_sigterm_finishes_the_iteration_saves_and_exits(city, tmp_path, monkeypatch,
+                                                                  capsys, signum, code):
+    """Ctrl-C, and SIGTERM: what Slurm, docker stop, Kubernetes and timeout send first, and what
+    torchrun passes on to its processes."""
     calls, gan_loss = [], losses.gan_loss
 
-    def ctrl_c_in_iteration_2(*args, **kwargs):
+    def signal_in_iteration_2(*args, **kwargs):
         calls.append(1)
         if len(calls) == 4:  # three GAN losses per iteration: this is iteration 2's first
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signum)
         return gan_loss(*args, **kwargs)
 
-    monkeypatch.setattr(losses, "gan_loss", ctrl_c_in_iteration_2)
-    code, err = exit_code_and_message(capsys, [
+    monkeypatch.setattr(losses, "gan_loss", signal_in_iteration_2)
+    exit_code, err = exit_code_and_message(capsys, [
         "--dataroot", str(city), "--checkpoints_dir", str(tmp_path), "--name", "run", *TINY,
         "--max_iters", "10", "--save_latest_freq", "100"])
-    assert code == 130
-    ckpt = train.load_checkpoint(tmp_path / "run" / "latest.pt")
+    assert exit_code == code
+    ckpt = runs.load_checkpoint(tmp_path / "run" / "latest.pt")
     assert (ckpt["iteration"], ckpt["epoch_iter"]) == (2, 2)
+
+
+def test_non_finite_gradient_of_a_finite_loss_stops_before_the_step(city, tmp_path, monkeypatch,
+                                                                   capsys):
+    """bf16 has no gradient scaler to catch it: an inf gradient must not reach the weights, nor
+    a checkpoint saved right after."""
+    run(city, tmp_path, "--amp", "--max_iters", "2")
+    latest = tmp_path / "run" / "latest.pt"
+    before = latest.read_bytes()
+    compute_gradients = train.compute_gradients
+
+    def with_an_inf_gradient(terms, params_G, params_D, *args):
+        compute_gradients(terms, params_G, params_D, *args)
+        params_G[0].grad[0] = float("inf")
+
+    monkeypatch.setattr(train, "compute_gradients", with_an_inf_gradient)
+    code, err = exit_code_and_message(capsys, [
+        "--dataroot", str(city), "--checkpoints_dir", str(tmp_path), "--name", "run", *TINY,
+        "--amp", "--continue_train", "--max_iters", "4", "--save_latest_freq", "1"])
+    assert code == 1 and len(err) == 1 and "non-finite gradient at epoch 1, iteration 3" in err[0]
+    assert latest.read_bytes() == before
 
 
 def test_unwritable_checkpoints_dir_is_reported_before_training(city, tmp_path, capsys):
@@ -445,10 +521,10 @@ def test_continue_train_with_another_ngf_is_refused_naming_ngf(city, tmp_path, c
 
 def test_resuming_a_run_that_reached_max_iters_trains_no_further(city, tmp_path, capsys):
     run(city, tmp_path, "--max_iters", "2")
-    before = train.load_checkpoint(tmp_path / "run" / "latest.pt")
+    before = runs.load_checkpoint(tmp_path / "run" / "latest.pt")
     out = run(city, tmp_path, "--max_iters", "2", "--continue_train")
     assert out["iteration"] == 2
-    assert_same_tensors(train.load_checkpoint(tmp_path / "run" / "latest.pt")["G"], before["G"])
+    assert_same_tensors(runs.load_checkpoint(tmp_path / "run" / "latest.pt")["G"], before["G"])
 
 
 def test_mid_epoch_resume_with_another_batch_size_is_refused(city, tmp_path, capsys):
@@ -470,13 +546,14 @@ def test_load_pretrain_of_a_file_not_written_by_train_py_is_one_line(city, tmp_p
 
 def test_missing_vgg_weights_stop_a_real_run_before_training(city, tmp_path, monkeypatch, capsys):
     def missing():
-        raise losses.VGGWeightsMissing("VGG19 weights missing: put them at X or --no_vgg_loss")
+        raise losses.VGGWeightsMissing("VGG19 weights missing: put them at X")
 
     monkeypatch.setattr(losses, "load_vgg19", missing)
     argv = ["--dataroot", str(city), "--checkpoints_dir", str(tmp_path), *TINY]
     argv.remove("--no_vgg_loss")
     code, err = exit_code_and_message(capsys, argv)
-    assert code == 2 and err == ["train.py: VGG19 weights missing: put them at X or --no_vgg_loss"]
+    assert code == 2 and err == ["train.py: VGG19 weights missing: put them at X; or pass "
+                                 "--no_vgg_loss to train without the VGG loss"]
     assert not (tmp_path / "label2city" / "latest.pt").exists()
 
 
@@ -505,12 +582,3 @@ def test_learning_rate_is_constant_for_niter_then_decays_linearly_as_the_officia
             lr -= opt.lr / opt.niter_decay
     assert [train.learning_rate(opt, e) for e in range(1, 8)] == pytest.approx(official)
     assert official == pytest.approx([1, 1, 1, 1, 0.75, 0.5, 0.25])
-
-
-def test_image_pool_returns_past_pairs_half_of_the_time_once_full():
-    pool = train.ImagePool(2, seed=0)
-    first = [pool.query(torch.full((1, 1, 1, 1), float(i))) for i in range(2)]
-    assert [t.item() for t in first] == [0, 1]  # filling: the new pair itself
-    returned = [pool.query(torch.full((1, 1, 1, 1), float(i))).item() for i in range(2, 202)]
-    from_history = sum(r != i for r, i in zip(returned, range(2, 202)))
-    assert 70 < from_history < 130

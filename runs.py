@@ -1,0 +1,335 @@
+"""What a training run leaves on disk, read back alike by training and by inference.
+
+A run is the folder ``checkpoints_dir/name/``. Each of its checkpoints (``latest.pt``,
+``epoch_N.pt``) is one file with everything needed to go on or to synthesize: the weights of G, D
+and E, both optimizers, the gradient scaler, the counters, the random states, and the options the
+run was started with. Those options rebuild the networks, so ``infer.py`` and ``manipulate.py``
+read a run without the trainer, and ``train.py`` resumes one bit for bit on the CPU.
+
+Also here, because every command needs them the same way: where a run computes (CPU or CUDA), in
+which autocast dtype, the command-line flags that name a run, and how a mistake reaches the user:
+one line that names the file or the flag, and an exit code.
+"""
+
+import argparse
+import contextlib
+import errno
+import hashlib
+import math
+import os
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+import data
+import networks
+
+
+class UserError(Exception):
+    """A mistake in the command line or the files: reported as one line, exit code 2."""
+
+
+class RunStopped(Exception):
+    """The run cannot go on (a non-finite loss, a checkpoint that cannot be written): one line,
+    exit code 1."""
+
+
+# The options that give G, D and E their shapes: a checkpoint's own values rebuild its networks,
+# and a resumed run must use them.
+ARCHITECTURE_OPTIONS = ["label_nc", "no_instance", "netG", "ngf", "n_downsample_global",
+                        "n_blocks_global", "n_local_enhancers", "n_blocks_local", "num_D",
+                        "n_layers_D", "ndf", "instance_feat", "feat_num", "nef", "n_downsample_E"]
+
+
+class CommandLine(argparse.ArgumentParser):
+    """argparse whose mistakes are one line that names the flag (no usage block), exit code 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: {message}; see --help", file=sys.stderr)
+        sys.exit(2)
+
+
+def whole(minimum):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+    return parse
+
+
+def real(minimum, maximum=math.inf, above=False, below=False):
+    """An argparse type: a finite number in [minimum, maximum], the ends excluded with ``above``
+    (> minimum) or ``below`` (< maximum)."""
+    low, high = "(" if above else "[", ")" if below else "]"
+    allowed = f"in {low}{minimum}, {maximum}{high}" if maximum < math.inf else (
+        f"{'above' if above else 'at least'} {minimum}")
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+        if not (math.isfinite(value) and (value > minimum if above else value >= minimum)
+                and (value < maximum if below else value <= maximum)):
+            raise argparse.ArgumentTypeError(f"must be a number {allowed}, got {text}")
+        return value
+    return parse
+
+
+def add_run_options(parser, seed_help, name_default=None):
+    """The flags that name a run and say where it computes, declared once for every command."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--name", default=name_default,
+                   help="run name: its files are in checkpoints_dir/name/")
+    g.add_argument("--checkpoints_dir", default="./checkpoints", help="where runs are saved")
+    g.add_argument("--which_epoch", default="latest",
+                   help="which checkpoint: 'latest' (latest.pt) or an epoch number N (epoch_N.pt)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when available")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (autocast): bf16, or fp16 on GPUs without native bf16; "
+                        "default: on with CUDA, off on the CPU")
+    g.add_argument("--seed", type=whole(0), default=0, help=seed_help)
+    return g
+
+
+def add_model_options(parser):
+    """The flags of ARCHITECTURE_OPTIONS that shape G, D and E (the official names and defaults,
+    which are the paper's unless a help line says otherwise)."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--netG", default="global", choices=["global", "local"],
+                   help="global: G1 alone; local: G1 inside the local enhancer G2 (sec. 3.2)")
+    g.add_argument("--ngf", type=whole(1), default=64,
+                   help="width of G's first layer (paper: 64 for G1; 32 for G2, whose G1 is 2x)")
+    g.add_argument("--n_downsample_global", type=whole(0), default=4, help="downsamplings in G1")
+    g.add_argument("--n_blocks_global", type=whole(0), default=9, help="residual blocks in G1")
+    g.add_argument("--n_local_enhancers", type=whole(1), default=1, help="number of G2 stages")
+    g.add_argument("--n_blocks_local", type=whole(0), default=3, help="residual blocks per G2")
+    g.add_argument("--num_D", type=whole(1), default=3,
+                   help="discriminators D_k at different scales (paper: 3; official script: 2)")
+    g.add_argument("--n_layers_D", type=whole(1), default=3,
+                   help="layers of each PatchGAN D_k (3 gives the 70x70 receptive field)")
+    g.add_argument("--ndf", type=whole(1), default=64, help="width of D_k's first layer")
+    g.add_argument("--instance_feat", action="store_true",
+                   help="train the instance feature encoder E and feed its features to G "
+                        "(sec. 3.4)")
+    g.add_argument("--feat_num", type=whole(1), default=3,
+                   help="features per instance from E (paper, sec. 4: 3)")
+    g.add_argument("--nef", type=whole(1), default=16, help="width of E's first layer")
+    g.add_argument("--n_downsample_E", type=whole(0), default=4, help="downsamplings in E")
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks from options
+# ---------------------------------------------------------------------------------------------
+
+def build_networks(opt):
+    """(G, D, E or None) for the options ``opt`` (a namespace or the ``opt`` dict of a checkpoint),
+    initialised N(0, 0.02). G reads the label map (one-hot, or RGB when label_nc is 0), the
+    instance boundary map unless no_instance, and E's features with instance_feat. D reads the
+    label map, the boundary map and an image, not the features (as the official code)."""
+    if isinstance(opt, dict):
+        opt = argparse.Namespace(**opt)
+    label_channels = (opt.label_nc if opt.label_nc > 0 else 3) + (0 if opt.no_instance else 1)
+    G = networks.define_G(opt.netG, label_channels + (opt.feat_num if opt.instance_feat else 0),
+                          3, opt.ngf, opt.n_downsample_global, opt.n_blocks_global,
+                          opt.n_local_enhancers, opt.n_blocks_local)
+    D = networks.define_D(label_channels + 3, opt.ndf, opt.n_layers_D, opt.num_D)
+    E = (networks.define_E(3, opt.feat_num, opt.nef, opt.n_downsample_E)
+         if opt.instance_feat else None)
+    return G, D, E
+
+
+def fingerprint(module):
+    """A short hash of a network's weights: which model a file derived from it (a cluster file)
+    was made for."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def size_multiple(opt):
+    """G's total downsampling (and E's, with instance features): every side of an input must be
+    a multiple of it, so that the upsampling path gives back the input's size."""
+    n = opt.n_downsample_global + (opt.n_local_enhancers if opt.netG == "local" else 0)
+    return 2 ** (max(n, opt.n_downsample_E) if opt.instance_feat else n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+def checkpoint_file(run_dir, which_epoch="latest"):
+    """``run_dir/latest.pt``, or ``run_dir/epoch_N.pt`` for ``which_epoch`` N."""
+    return Path(run_dir) / ("latest.pt" if which_epoch == "latest" else f"epoch_{which_epoch}.pt")
+
+
+def save_checkpoint(state, path):
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed to
+    disk, then renamed over ``path``. A crash or a failed write leaves the previous file intact."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, Exception):
+            raise RunStopped(f"could not write {path} ({error_line(err)}); the previous "
+                             f"{path.name}, if any, is intact") from None
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where supported
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """The checkpoint dict written by train.py: G, D, E (None without instance_feat),
+    optimizer_G, optimizer_D, scaler, epoch, iteration, epoch_iter, world_size, image_pool, rng,
+    opt. It holds only tensors and plain values, so it loads with ``weights_only=True``. A file
+    that is not one (truncated, or something else) is a one-line UserError."""
+    checkpoint = read_weights(path, map_location)
+    if not isinstance(checkpoint, dict) or not {"G", "D", "opt"} <= checkpoint.keys():
+        raise UserError(f"{path} is not a checkpoint written by train.py; for NVIDIA's "
+                        "latest_net_G.pth use infer.py --official_checkpoint")
+    return checkpoint
+
+
+def read_weights(path, map_location="cpu"):
+    """``torch.load`` of a file of tensors (``weights_only``), or a UserError naming the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason}); it may be truncated or "
+                        "another kind of file: download or train it again") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Device and precision
+# ---------------------------------------------------------------------------------------------
+
+def pick_device(choice):
+    """--device auto|cpu|cuda -> "cuda" or "cpu"; cuda asked for but absent is a UserError."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
+    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def autocast_dtype(device_type):
+    """The dtype autocast computes in: bf16 (no loss scaling needed) on the CPU and on GPUs that
+    compute it natively (Ampere and later); fp16, with a gradient scaler, on older GPUs, which
+    would only emulate bf16, slowly."""
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device, enabled):
+    """``torch.autocast`` on ``device`` in ``autocast_dtype``; does nothing when not enabled."""
+    return torch.autocast(device.type, dtype=autocast_dtype(device.type), enabled=enabled)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a command writes, checked before it works
+# ---------------------------------------------------------------------------------------------
+
+def check_output_folder(folder, flag, given=None):
+    """``folder``, or the nearest folder above it that exists, takes a new file; nothing is
+    created yet (a later check may still fail). A UserError naming ``flag`` and the value the
+    user ``given`` (the folder itself by default) otherwise."""
+    folder = existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(existing))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {given or folder}: cannot write there ({existing}: "
+                        f"{err.strerror or err}); choose a writable place") from None
+
+
+def check_output_image(path, flag):
+    """``path`` can become an image file: an image extension PIL writes, not a folder, in a
+    writable place."""
+    path = Path(path)
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise UserError(f"{flag} {path}: not an image file name; end it in .png (or .jpg, ...)")
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name such as {path / 'out.png'}")
+    check_output_folder(path.parent, flag, given=path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors on the command line
+# ---------------------------------------------------------------------------------------------
+
+# The command-line flag of each PairedDataset argument a DataError can name as its fix.
+DATA_FLAGS = {"root": "--dataroot", "label_nc": "--label_nc", "no_instance": "--no_instance",
+              "load_size": "--loadSize"}
+
+
+def error_line(err):
+    """The user's message of an error as one line. A ``data.DataError`` gets the flag that fixes
+    it; an error a DataLoader worker passed on (as text, with its traceback) is cut to its own
+    message, the last line after the exception's class name."""
+    if isinstance(err, OSError) and err.strerror:
+        what = ("the disk is full (no space left on device)" if err.errno == errno.ENOSPC
+                else err.strerror)
+        return f"{err.filename or 'a file'}: {what}"
+    if isinstance(err, data.DataError) and err.fix is not None:
+        argument, value = err.fix
+        flag = DATA_FLAGS.get(argument, f"--{argument}")
+        remedy = {True: f"or pass {flag}", None: f"check {flag}"}.get(value,
+                                                                    f"or pass {flag} {value}")
+        return f"{err.problem}; {remedy}"
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    if len(lines) > 1 and "Traceback" in str(err):
+        return lines[-1].split(": ", 1)[-1]
+    return " ".join(line.strip() for line in lines)
+
+
+def fail(program, err, code):
+    """One line on stderr, then exit with ``code``. Under torchrun every process says it, with
+    its rank: an error may come from one process's share of the data only."""
+    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    print(f"{program}: {rank}{error_line(err)}", file=sys.stderr)
+    sys.exit(code)
+
+
+class CommandLineErrors(torch.utils.data.Dataset):
+    """A dataset whose DataErrors come out as UserErrors already in the command line's words.
+    DataLoader workers pass an exception on as its text alone, which would lose the flag that
+    fixes it, so the words are chosen where the error happens."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except data.DataError as err:
+            raise UserError(error_line(err)) from None
