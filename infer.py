@@ -43,6 +43,9 @@ from runs import UserError
 # The cluster file's default name beside the checkpoint (manipulate.py encode writes it).
 CLUSTER_FILE = "clusters.npz"
 
+# The data flags a user gives here; label_nc and no_instance are the model's own.
+DATA_FLAGS = {"root": "--dataroot", "load_size": "--loadSize"}
+
 
 # ---------------------------------------------------------------------------------------------
 # Models: ours and NVIDIA's
@@ -338,7 +341,8 @@ def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=N
     write ``out_dir/index.html``. Returns (number of images, images per second of synthesis)."""
     opt = model.opt
     dataset = inference_dataset(opt, dataroot, phase)
-    loader = DataLoader(runs.CommandLineErrors(dataset), batch_size=1, num_workers=num_workers)
+    loader = DataLoader(runs.CommandLineErrors(dataset, DATA_FLAGS), batch_size=1,
+                        num_workers=num_workers)
     images = Path(out_dir) / "images"
     images.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
@@ -400,6 +404,7 @@ def write_index_html(path, rows, title):
 
 def build_parser():
     p = runs.CommandLine(
+        prog="infer.py",
         description="Synthesize photos from label maps with a trained pix2pixHD generator "
                     "(train.py) or NVIDIA's released one (--official_checkpoint).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -454,7 +459,7 @@ def main(argv=None):
     try:
         run(opt)
     except (UserError, data.DataError) as err:
-        runs.fail("infer.py", err, 2)
+        runs.fail("infer.py", err, 2, DATA_FLAGS)
 
 
 def run(opt):
@@ -496,7 +501,9 @@ def check_command(opt):
         raise UserError("nothing to synthesize: pass --dataroot ROOT (with --phase) or "
                         "--label L.png --out O.png")
     if not Path(opt.dataroot).is_dir():
-        raise UserError(f"--dataroot {opt.dataroot} does not exist; pass a dataset root")
+        problem = "is a file, not a dataset folder" if Path(opt.dataroot).exists() else (
+            "does not exist")
+        raise UserError(f"--dataroot {opt.dataroot} {problem}; pass a dataset root")
     name = opt.name or Path(opt.official_checkpoint).parent.name or "official"
     out_dir = Path(opt.results_dir) / name / f"{opt.phase}_{opt.which_epoch}"
     runs.check_output_folder(out_dir, "--results_dir")

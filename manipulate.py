@@ -429,6 +429,7 @@ def add_map_options(parser):
 
 def build_parser():
     p = runs.CommandLine(
+        prog="manipulate.py",
         description="Semantic manipulation with instance features (pix2pixHD sec. 3.4): "
                     "encode + K-means, restyle one object, galleries.",
         epilog="restyle --list and gallery --list print the instances of a map (ids, class "
@@ -481,7 +482,7 @@ def main(argv=None):
     try:
         COMMANDS[opt.command](opt)
     except (UserError, data.DataError) as err:
-        runs.fail("manipulate.py", err, 2)
+        runs.fail("manipulate.py", err, 2, {"root": "--dataroot"})
 
 
 def open_model(opt):

@@ -13,6 +13,7 @@ one line that names the file or the flag, and an exit code.
 
 import argparse
 import contextlib
+import difflib
 import errno
 import hashlib
 import math
@@ -46,11 +47,25 @@ ARCHITECTURE_OPTIONS = ["label_nc", "no_instance", "netG", "ngf", "n_downsample_
 
 
 class CommandLine(argparse.ArgumentParser):
-    """argparse whose mistakes are one line that names the flag (no usage block), exit code 2."""
+    """argparse whose mistakes are one line that names the flag (no usage block), exit code 2;
+    an unknown flag gets the known ones it resembles."""
 
     def error(self, message):
-        print(f"{self.prog}: {message}; see --help", file=sys.stderr)
+        unknown = message.partition("unrecognized arguments: ")[2].split()
+        known = [s for a in self._actions for s in a.option_strings]
+        close = [m for u in unknown if u.startswith("-")
+                 for m in difflib.get_close_matches(u.split("=")[0], known, n=1)]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        print(f"{self.prog}: {message}{hint}; see --help", file=sys.stderr)
         sys.exit(2)
+
+
+def run_name(text):
+    """An argparse type: a run's name, a folder of its own under --checkpoints_dir."""
+    if text.strip() in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} is no run name: the run's files would land "
+                                         "in --checkpoints_dir itself or above it; name the run")
+    return text
 
 
 def whole(minimum):
@@ -88,7 +103,7 @@ def real(minimum, maximum=math.inf, above=False, below=False):
 def add_run_options(parser, seed_help, name_default=None):
     """The flags that name a run and say where it computes, declared once for every command."""
     g = parser.add_argument_group("run")
-    g.add_argument("--name", default=name_default,
+    g.add_argument("--name", default=name_default, type=run_name,
                    help="run name: its files are in checkpoints_dir/name/")
     g.add_argument("--checkpoints_dir", default="./checkpoints", help="where runs are saved")
     g.add_argument("--which_epoch", default="latest",
@@ -284,22 +299,27 @@ def check_output_image(path, flag):
 # Errors on the command line
 # ---------------------------------------------------------------------------------------------
 
-# The command-line flag of each PairedDataset argument a DataError can name as its fix.
+# The command-line flag of each PairedDataset argument a DataError can name as its fix, in
+# train.py; commands that read a trained model take fewer of them from the user (the rest are
+# the model's own).
 DATA_FLAGS = {"root": "--dataroot", "label_nc": "--label_nc", "no_instance": "--no_instance",
               "load_size": "--loadSize"}
 
 
-def error_line(err):
+def error_line(err, flags=DATA_FLAGS):
     """The user's message of an error as one line. A ``data.DataError`` gets the flag that fixes
-    it; an error a DataLoader worker passed on (as text, with its traceback) is cut to its own
-    message, the last line after the exception's class name."""
+    it, when the command has it (``flags``); an error a DataLoader worker passed on (as text,
+    with its traceback) is cut to its own message, the last line after the exception's class
+    name."""
     if isinstance(err, OSError) and err.strerror:
         what = ("the disk is full (no space left on device)" if err.errno == errno.ENOSPC
                 else err.strerror)
         return f"{err.filename or 'a file'}: {what}"
     if isinstance(err, data.DataError) and err.fix is not None:
         argument, value = err.fix
-        flag = DATA_FLAGS.get(argument, f"--{argument}")
+        if argument not in flags:
+            return f"{err.problem} ({argument} is the model's own: give data that fits it)"
+        flag = flags[argument]
         remedy = {True: f"or pass {flag}", None: f"check {flag}"}.get(value,
                                                                     f"or pass {flag} {value}")
         return f"{err.problem}; {remedy}"
@@ -309,11 +329,11 @@ def error_line(err):
     return " ".join(line.strip() for line in lines)
 
 
-def fail(program, err, code):
+def fail(program, err, code, flags=DATA_FLAGS):
     """One line on stderr, then exit with ``code``. Under torchrun every process says it, with
     its rank: an error may come from one process's share of the data only."""
     rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-    print(f"{program}: {rank}{error_line(err)}", file=sys.stderr)
+    print(f"{program}: {rank}{error_line(err, flags)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -322,8 +342,8 @@ class CommandLineErrors(torch.utils.data.Dataset):
     DataLoader workers pass an exception on as its text alone, which would lose the flag that
     fixes it, so the words are chosen where the error happens."""
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, flags=DATA_FLAGS):
+        self.dataset, self.flags = dataset, flags
 
     def __len__(self):
         return len(self.dataset)
@@ -332,4 +352,4 @@ class CommandLineErrors(torch.utils.data.Dataset):
         try:
             return self.dataset[index]
         except data.DataError as err:
-            raise UserError(error_line(err)) from None
+            raise UserError(error_line(err, self.flags)) from None

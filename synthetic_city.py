@@ -442,6 +442,7 @@ def print_evaluation(report):
 
 def build_parser():
     p = runs.CommandLine(
+        prog="synthetic_city.py",
         description="The synthetic city: write it, or measure a model trained on it with "
                     "--instance_feat against its true styles (pix2pixHD sec. 3.4).")
     commands = p.add_subparsers(dest="command", required=True)
@@ -480,7 +481,7 @@ def main(argv=None):
         else:
             command_evaluate(opt)
     except (runs.UserError, data.DataError) as err:
-        runs.fail("synthetic_city.py", err, 2)
+        runs.fail("synthetic_city.py", err, 2, {"root": "--dataroot"})
 
 
 def command_write(opt):
@@ -495,7 +496,8 @@ def command_write(opt):
 
 def command_evaluate(opt):
     model, cluster_file = manipulate.open_model(opt)
-    clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc)
+    clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
+                                   runs.fingerprint(model.E), opt.allow_other_clusters)
     with torch.inference_mode():
         report = evaluate(model, opt.dataroot, clusters, opt.classes.split(","), opt.min_area,
                           opt.seed, opt.n_restyle, opt.how_many)

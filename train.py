@@ -62,7 +62,7 @@ def train(opt, stop=None):
     dataset, sampler = training_data(opt, procs)
     n_batches = math.ceil(len(sampler) / opt.batchSize)        # per epoch, in each process
     vgg_loss = perceptual_loss(opt, procs, synthetic)
-    state = build_state(opt, procs, resume, n_batches)
+    state = build_state(opt, procs, resume, len(dataset))
     out = Outputs(opt, procs, state, resumed=resume is not None, loss_names=LOSS_NAMES)
     out.announce(len(dataset), n_batches)
     n_epochs = opt.niter + opt.niter_decay
@@ -338,7 +338,7 @@ class TrainingState:
                 "rng": rng_state(), "class_pixels": class_pixels, "opt": vars(opt)}
 
 
-def build_state(opt, procs, resume, n_batches):
+def build_state(opt, procs, resume, n_images):
     """G, D and E initialised from --seed (then --load_pretrain), or the resumed run's state;
     on this process's device; under torchrun every process starts from rank 0's D."""
     torch.manual_seed(opt.seed)
@@ -354,7 +354,7 @@ def build_state(opt, procs, resume, n_batches):
     # the optimizers of the stage the run is in (a resumed run: the stage its checkpoint was in)
     set_learning_networks(state, opt, procs, fixes_global(opt, resume["epoch"] if resume else 1))
     if resume is not None:
-        restore(state, resume, opt, procs, n_batches)
+        restore(state, resume, opt, procs, n_images)
     if procs.distributed:
         for tensor in D.state_dict().values():
             dist.broadcast(tensor, src=0)
@@ -405,6 +405,7 @@ def main(argv=None):
 
 def build_parser():
     p = runs.CommandLine(
+        prog="train.py",
         description="Train pix2pixHD (Wang et al., CVPR 2018). Flags are the official ones, and "
                     "so are the defaults shown, which are also the paper's unless a help line "
                     "says otherwise.",

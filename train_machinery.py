@@ -174,6 +174,9 @@ def check_options(opt, synthetic):
     if opt.niter + opt.niter_decay < 1:
         raise UserError("--niter 0 --niter_decay 0 trains no epoch: give at least one")
     check_image_size(opt)
+    if not synthetic and Path(opt.dataroot).exists() and not Path(opt.dataroot).is_dir():
+        raise UserError(f"--dataroot {opt.dataroot} is a file, not a dataset folder: pass the "
+                        "folder that holds the dataset")
     if not synthetic and not Path(opt.dataroot).exists():
         raise UserError(
             f"--dataroot {opt.dataroot} does not exist: get Cityscapes from "
@@ -242,14 +245,16 @@ def existing_run(run_dir):
         return "latest.pt, unreadable"
 
 
-def restore(state, resume, opt, procs, n_batches):
+def restore(state, resume, opt, procs, n_images):
     """Everything of ``resume`` into ``state``: weights, the optimizers (which ``state`` holds
     built for the stage the checkpoint was saved in), the scaler, the pool, the class counts, the
-    counters and every random generator."""
+    counters and every random generator. Whether its epoch was complete is decided by its own
+    batches: ``n_images`` over the processes and batch size it was saved with."""
     path = resume["path"]
     epoch, epoch_iter = resume["epoch"], resume["epoch_iter"]
-    if 0 < epoch_iter < n_batches and (resume["world_size"], resume["opt"]["batchSize"]) != (
-            procs.world_size, opt.batchSize):
+    saved_layout = resume["world_size"], resume["opt"]["batchSize"]
+    saved_batches = math.ceil(math.ceil(n_images / saved_layout[0]) / saved_layout[1])
+    if 0 < epoch_iter < saved_batches and saved_layout != (procs.world_size, opt.batchSize):
         raise UserError(
             f"--continue_train: {path} stopped mid-epoch with {resume['world_size']} "
             f"process(es) x --batchSize {resume['opt']['batchSize']}; resume with the same "
@@ -271,7 +276,7 @@ def restore(state, resume, opt, procs, n_batches):
         state.class_pixels = resume["class_pixels"].clone()
     set_rng_state(resume["rng"])
     state.epoch, state.epoch_iter, state.iteration = epoch, epoch_iter, resume["iteration"]
-    if epoch_iter >= n_batches:  # saved at the end of an epoch
+    if epoch_iter >= saved_batches:  # saved at the end of an epoch
         state.epoch, state.epoch_iter = epoch + 1, 0
     procs.say(f"Resumed {path} at epoch {state.epoch}, iteration {state.iteration}")
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -16,6 +17,15 @@ TINY_FEAT = ["--loadSize", "64", "--ngf", "8", "--n_downsample_global", "2",
              "--n_blocks_global", "1", "--ndf", "8", "--num_D", "1", "--nef", "8",
              "--no_vgg_loss", "--num_workers", "0", "--device", "cpu", "--print_freq", "1000",
              "--display_freq", "1000", "--seed", "0"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors compute fastest on one thread, and far faster than on two busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def run_command(main, argv, capsys):

@@ -39,15 +39,6 @@ TINY = ["--loadSize", "64", "--ngf", "8", "--n_downsample_global", "2", "--n_blo
         "--print_freq", "1", "--display_freq", "1", "--seed", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors train fastest on one thread, and far faster than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def city(tmp_path_factory):
     """Three training scenes of the synthetic city at 64x32 (an epoch is three iterations)."""
