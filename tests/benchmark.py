@@ -44,6 +44,7 @@ import losses  # noqa: E402
 import networks  # noqa: E402
 import runs  # noqa: E402
 import train  # noqa: E402
+import train_machinery  # noqa: E402
 
 CITYSCAPES_SAMPLE = ROOT.parent / "shared" / "data" / "cityscapes_sample"
 LABEL_NC = 35
@@ -66,7 +67,7 @@ def case_train(device, amp, size, netG, official_order=False):
     G, D, _ = runs.build_networks(opt)
     G, D = G.to(device), D.to(device)
     vgg_loss = losses.VGGLoss(torchvision.models.vgg19()).to(device)
-    procs = train.Processes(0, 1, device, amp, runs.autocast_dtype(device.type))
+    procs = train_machinery.Processes(0, 1, device, amp, runs.autocast_dtype(device.type))
     state = train.TrainingState(G, D, None, opt, procs)
     train.set_learning_networks(state, opt, procs, fix_global=False)
     # the official code's Adam: a Python loop over the weight tensors
