@@ -409,17 +409,7 @@ def build_parser():
                     "(train.py) or NVIDIA's released one (--official_checkpoint).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     runs.add_run_options(p, seed_help="seed of the cluster draws (--feature_source clusters)")
-    g = p.add_argument_group("NVIDIA's released generators")
-    g.add_argument("--official_checkpoint", default=None,
-                   help="NVIDIA's latest_net_G.pth instead of a run of ours; give its --netG/--ngf")
-    g.add_argument("--netG", default="local", choices=["global", "local"],
-                   help="official checkpoint only: 'local' for label2city_1024p, 'global' for "
-                        "label2city_512p")
-    g.add_argument("--ngf", type=runs.whole(1), default=None,
-                   help="official checkpoint only: 32 for label2city_1024p (the default for "
-                        "--netG local), 64 for label2city_512p (the default for --netG global)")
-    g.add_argument("--label_nc", type=runs.whole(1), default=35,
-                   help="official checkpoint only: number of label ids (35, Cityscapes)")
+    add_official_options(p)
 
     g = p.add_argument_group("data")
     g.add_argument("--dataroot", default=None, help="dataset root (pix2pixHD or Cityscapes layout)")
@@ -452,6 +442,20 @@ def build_parser():
                    help="pages go to results_dir/name/<phase>_<which_epoch>/")
     g.add_argument("--out", default=None, help="with --label: the output PNG")
     return p
+
+
+def add_official_options(parser):
+    g = parser.add_argument_group("NVIDIA's released generators")
+    g.add_argument("--official_checkpoint", default=None,
+                   help="NVIDIA's latest_net_G.pth instead of a run of ours; give its --netG/--ngf")
+    g.add_argument("--netG", default="local", choices=["global", "local"],
+                   help="official checkpoint only: 'local' for label2city_1024p, 'global' for "
+                        "label2city_512p")
+    g.add_argument("--ngf", type=runs.whole(1), default=None,
+                   help="official checkpoint only: 32 for label2city_1024p (the default for "
+                        "--netG local), 64 for label2city_512p (the default for --netG global)")
+    g.add_argument("--label_nc", type=runs.whole(1), default=35,
+                   help="official checkpoint only: number of label ids (35, Cityscapes)")
 
 
 def main(argv=None):

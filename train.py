@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import data
+import evaluate
 import losses
 import runs
 from runs import RunStopped, UserError
@@ -478,6 +479,8 @@ def build_parser():
                    help="on CUDA: PyTorch's deterministic kernels and no cuDNN autotuning, so a "
                         "rerun repeats itself except for ReflectionPad2d's backward, which has no "
                         "deterministic CUDA kernel (the CPU is deterministic without it)")
+
+    evaluate.add_validation_options(p)
 
     g = p.add_argument_group("output")
     g.add_argument("--display_freq", type=runs.whole(1), default=100,

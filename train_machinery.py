@@ -32,6 +32,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import data
+import evaluate
+import infer
 import runs
 import synthetic_city
 from runs import RunStopped, UserError
@@ -169,6 +171,9 @@ def check_options(opt, synthetic):
     if opt.niter_fix_global and opt.netG != "local":
         raise UserError("--niter_fix_global keeps G1 fixed around a local enhancer: it needs "
                         "--netG local")
+    if opt.val_freq and not opt.val_segmenter:
+        raise UserError("--val_freq needs --val_segmenter, the segmenter that scores the split "
+                        "(python evaluate.py segmenter writes one for the synthetic city)")
     if opt.start_over and opt.continue_train:
         raise UserError("--start_over and --continue_train contradict each other; pass only one")
     if opt.niter + opt.niter_decay < 1:
@@ -491,14 +496,19 @@ class Outputs:
         self.run_dir = Path(opt.checkpoints_dir) / opt.name
         self.saved_at = state.iteration if resumed else -1  # iteration of the last save
         self.last_log, self.interval, self.bar = time.time(), [], None
+        # Built first: a segmenter or split it cannot read stops the run before it writes.
+        self.validation = Validation(opt, procs, self.run_dir) if opt.val_freq else None
         if procs.is_main:
             self.set_aside_an_earlier_run()
             (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
             for leftover in self.run_dir.glob(".*.pt.*.tmp"):  # from a process killed mid-save
                 leftover.unlink()
             (self.run_dir / "opt.json").write_text(json.dumps(vars(opt), indent=2) + "\n")
-            start_loss_log(self.run_dir / "loss_log.csv", loss_names,
-                           keep_until=state.iteration if resumed else None)
+            keep_until = state.iteration if resumed else None
+            start_log(self.run_dir / "loss_log.csv",
+                      ["epoch", "iteration", *loss_names, "lr", "sec_per_iter"], keep_until)
+            if self.validation is not None:
+                start_log(self.validation.log, Validation.COLUMNS, keep_until)
 
     def set_aside_an_earlier_run(self):
         """--start_over: the folder of an earlier run becomes NAME.replaced-DATE, kept whole."""
@@ -546,7 +556,8 @@ class Outputs:
                 losses = " ".join(f"{k} {v:.3f}" for k, v in means.items())
                 self.bar.write(f"(epoch {state.epoch}, iteration {it}, {seconds:.3f} s/it, "
                                f"lr {lr:.2e}) {losses}")
-                append_loss_log(self.run_dir / "loss_log.csv", state.epoch, it, means, lr, seconds)
+                append_row(self.run_dir / "loss_log.csv", [state.epoch, it, *(
+                    f"{v:.6g}" for v in means.values()), f"{lr:.6g}", f"{seconds:.4f}"])
             self.last_log, self.interval = time.time(), []
         if self.procs.is_main and it % opt.display_freq == 0:
             save_sample_grid(self.run_dir / "samples" / f"epoch{state.epoch:03d}_iter{it:08d}.png",
@@ -562,6 +573,8 @@ class Outputs:
         self.save(state, "latest.pt")
         if state.epoch % self.opt.save_epoch_freq == 0:
             self.save(state, f"epoch_{state.epoch}.pt")
+        if self.validation is not None and state.epoch % self.opt.val_freq == 0:
+            self.validation.score(state, self.bar)
         if self.procs.is_main:
             plot_loss_log(self.run_dir / "loss_log.csv", self.run_dir / "loss_plot.png")
 
@@ -595,6 +608,44 @@ class Outputs:
             dist.barrier()
 
 
+class Validation:
+    """--val_freq: every N epochs, the Table 1 score of G on a held-out split (``evaluate``: the
+    segmenter's mean IoU and pixel accuracy against the split's label maps), in val_log.csv, on
+    the console and in loss_plot.png, so that progress and overfitting show. Rank 0 scores; the
+    other processes wait for it at their next collective."""
+
+    COLUMNS = ["epoch", "iteration", "mIoU", "accuracy"]
+
+    def __init__(self, opt, procs, run_dir):
+        self.opt, self.procs, self.log = opt, procs, run_dir / "val_log.csv"
+        if procs.is_main:
+            self.segmenter = evaluate.load_segmenter(opt.val_segmenter, opt.val_segmenter_arch,
+                                                     device=procs.device)
+            self.dataset = runs.CommandLineErrors(infer.inference_dataset(
+                opt, opt.dataroot, opt.val_phase))
+
+    def score(self, state, bar):
+        if not self.procs.is_main:
+            return
+        report = evaluate.score_split(functools.partial(self.synthesize, state), self.dataset,
+                                      self.segmenter, how_many=self.opt.val_how_many)
+        append_row(self.log, [state.epoch, state.iteration, f"{report['mIoU']:.6g}",
+                              f"{report['accuracy']:.6g}"])
+        bar.write(f"(epoch {state.epoch}, iteration {state.iteration}) validation on "
+                  f"{report['images']} {self.opt.val_phase} images: mean IoU "
+                  f"{report['mIoU']:.4f}, accuracy {report['accuracy']:.4f}")
+
+    @torch.inference_mode()
+    def synthesize(self, state, label, inst, photo):
+        device, opt = self.procs.device, self.opt
+        with self.procs.autocast():
+            x = data.generator_input(label.to(device), inst.to(device), opt.label_nc,
+                                     opt.no_instance)
+            if state.E is not None:
+                x = torch.cat([x, state.E(photo.to(device), inst.to(device))], dim=1)
+            return state.G(x).float()
+
+
 def save_sample_grid(path, s, fake, x, label_nc):
     """colourised label map | synthesized image | real photo, side by side, as a PNG."""
     panels = [data.label_to_image(s, label_nc), data.tensor_to_image(fake),
@@ -606,39 +657,54 @@ def save_sample_grid(path, s, fake, x, label_nc):
     grid.save(path)
 
 
-def start_loss_log(path, loss_names, keep_until=None):
-    """A new loss_log.csv, or, when resuming, the old one without rows after the checkpoint."""
+def start_log(path, columns, keep_until=None):
+    """A new CSV log with ``columns``, or, when resuming, the old one without the rows after the
+    checkpoint (iteration ``keep_until``)."""
     rows = []
     if keep_until is not None and path.exists():
         with open(path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= keep_until]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["epoch", "iteration", *loss_names, "lr", "sec_per_iter"])
+        writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
 
 
-def append_loss_log(path, epoch, iteration, means, lr, seconds):
+def append_row(path, values):
     with open(path, "a", newline="") as f:
-        csv.writer(f).writerow([epoch, iteration, *(f"{v:.6g}" for v in means.values()),
-                                f"{lr:.6g}", f"{seconds:.4f}"])
+        csv.writer(f).writerow(values)
 
 
 def plot_loss_log(csv_path, png_path):
-    """Generator (G_*) and discriminator (D_*) losses against iterations (matplotlib, no display
+    """Generator (G_*) and discriminator (D_*) losses against iterations, and, when the run is
+    validated (val_log.csv beside the loss log), the validation score (matplotlib, no display
     needed)."""
     from matplotlib.figure import Figure  # the object API: no pyplot, no global backend state
 
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows, val_rows = read_rows(csv_path), read_rows(Path(csv_path).with_name("val_log.csv"))
     if not rows:
         return
     iterations = [int(r["iteration"]) for r in rows]
     names = [k for k in rows[0] if k not in ("epoch", "iteration", "lr", "sec_per_iter")]
-    fig = Figure(figsize=(10, 4), tight_layout=True)
-    for ax, player, title in zip(fig.subplots(1, 2), "GD", ("generator", "discriminators")):
+    panels = 3 if val_rows else 2
+    fig = Figure(figsize=(5 * panels, 4), tight_layout=True)
+    axes = fig.subplots(1, panels)
+    for ax, player, title in zip(axes, "GD", ("generator", "discriminators")):
         for name in (n for n in names if n.startswith(player)):
             ax.plot(iterations, [float(r[name]) for r in rows], label=name)
         ax.set(title=title, xlabel="iteration")
         ax.legend()
+    if val_rows:
+        for name in Validation.COLUMNS[2:]:
+            axes[2].plot([int(r["iteration"]) for r in val_rows],
+                         [float(r[name]) for r in val_rows], marker="o", label=name)
+        axes[2].set(title="validation (segmentation score)", xlabel="iteration")
+        axes[2].legend()
     fig.savefig(png_path)
+
+
+def read_rows(path):
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,5 +1,6 @@
-"""Shared by every test file: the repository root on the import path, ``run_command``, and the
-one tiny model with instance features that the manipulation and synthetic-city tests measure."""
+"""Shared by every test file: the repository root on the import path, one PyTorch thread,
+``run_command``, comparisons of folders and of tensors, and the one tiny model with instance
+features that the manipulation, synthetic-city and evaluation tests measure."""
 
 import sys
 from pathlib import Path
@@ -39,6 +40,31 @@ def run_command(main, argv, capsys):
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return code, out, err
+
+
+def tree(root):
+    """Every file (its bytes) and folder (None) under ``root``, by relative path."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(Path(root).rglob("*"))}
+
+
+def tensors(state, prefix=""):
+    """Every tensor in a nested state (state_dicts, optimizer states), by path."""
+    if isinstance(state, torch.Tensor):
+        return {prefix: state}
+    items = (state.items() if isinstance(state, dict) else
+             enumerate(state) if isinstance(state, (list, tuple)) else [])
+    out = {}
+    for k, v in items:
+        out.update(tensors(v, f"{prefix}/{k}"))
+    return out
+
+
+def assert_same_tensors(a, b):
+    ta, tb = tensors(a), tensors(b)
+    assert ta.keys() == tb.keys() and ta
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ import infer
 import manipulate
 import synthetic_city
 import train
+from conftest import tree
 
 TINY = ["--loadSize", "64", "--ngf", "8", "--n_downsample_global", "2", "--n_blocks_global", "1",
         "--ndf", "8", "--num_D", "1", "--nef", "8", "--no_vgg_loss", "--num_workers", "0",
@@ -69,10 +70,6 @@ def run_program(program, argv, monkeypatch, capsys):
     return code, out, lines
 
 
-def tree(root):
-    """Every file (its bytes) and folder (None) under ``root``, by relative path."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(Path(root).rglob("*"))}
 
 
 def differences(before, after):

@@ -9,7 +9,6 @@ city of 3 training scenes and 1 test scene at 64x32, with tiny networks, on the 
 import re
 import signal
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ import manipulate
 import runs
 import synthetic_city
 import train
+from conftest import assert_same_tensors, tree
 
 SEED = 0
 TINY = ["--loadSize", "64", "--ngf", "8", "--n_downsample_global", "2", "--n_blocks_global", "1",
@@ -59,29 +59,10 @@ def run(main, argv, capsys, script):
     return code, out, lines
 
 
-def tree(root):
-    """Every file (its bytes) and folder (None) under ``root``, by relative path."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(Path(root).rglob("*"))}
 
 
-def tensors(state, prefix=""):
-    """Every tensor in a nested state (state_dicts, optimizer states), by path."""
-    if isinstance(state, torch.Tensor):
-        return {prefix: state}
-    items = (state.items() if isinstance(state, dict) else
-             enumerate(state) if isinstance(state, (list, tuple)) else [])
-    out = {}
-    for k, v in items:
-        out.update(tensors(v, f"{prefix}/{k}"))
-    return out
 
 
-def assert_same_tensors(a, b):
-    ta, tb = tensors(a), tensors(b)
-    assert ta.keys() == tb.keys() and ta
-    for k in ta:
-        assert torch.equal(ta[k], tb[k]), k
 
 
 # ---------------------------------------------------------------------------------------------

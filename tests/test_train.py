@@ -29,6 +29,7 @@ import runs
 import synthetic_city
 import train
 import train_machinery
+from conftest import assert_same_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,27 +63,8 @@ def exit_code_and_message(capsys, argv):
     return stopped.value.code, [line for line in lines if line.startswith("train.py:")]
 
 
-def tensors(state, prefix=""):
-    """Every tensor in a nested state (state_dicts, optimizer states), by path."""
-    if isinstance(state, torch.Tensor):
-        return {prefix: state}
-    if isinstance(state, dict):
-        items = state.items()
-    elif isinstance(state, (list, tuple)):
-        items = enumerate(state)
-    else:
-        return {}
-    out = {}
-    for k, v in items:
-        out.update(tensors(v, f"{prefix}/{k}"))
-    return out
 
 
-def assert_same_tensors(a, b):
-    ta, tb = tensors(a), tensors(b)
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert torch.equal(ta[k], tb[k]), k
 
 
 def cpu_processes(amp=False):

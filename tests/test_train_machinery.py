@@ -103,11 +103,11 @@ def test_a_samples_random_draws_depend_only_on_seed_epoch_and_index():
 
 def test_a_resumed_loss_log_keeps_the_rows_up_to_the_checkpoint(tmp_path):
     path = tmp_path / "loss_log.csv"
-    names = ["G_GAN", "D_real"]
-    train_machinery.start_loss_log(path, names)
+    columns = ["epoch", "iteration", "G_GAN", "D_real", "lr", "sec_per_iter"]
+    train_machinery.start_log(path, columns)
     for it in (50, 100, 150):
-        train_machinery.append_loss_log(path, 1, it, {"G_GAN": 1.0, "D_real": 0.5}, 2e-4, 0.1)
-    train_machinery.start_loss_log(path, names, keep_until=100)  # the checkpoint was at 100
+        train_machinery.append_row(path, [1, it, 1.0, 0.5, 2e-4, 0.1])
+    train_machinery.start_log(path, columns, keep_until=100)  # the checkpoint was at 100
     rows = path.read_text().splitlines()
     assert rows[0] == "epoch,iteration,G_GAN,D_real,lr,sec_per_iter"
     assert [r.split(",")[1] for r in rows[1:]] == ["50", "100"]
