@@ -288,6 +288,48 @@ def load_clusters(path, feat_num=None, label_nc=None, model_id=None, allow_other
 
 
 # ---------------------------------------------------------------------------------------------
+# Instance features as a table (what the editor saves)
+# ---------------------------------------------------------------------------------------------
+
+def table_feature_map(inst, table, feat_num):
+    """F from a table {instance id: (feat_num,) vector}: (1, 1, H, W) ids -> (1, feat_num, H, W)
+    float32 on ``inst``'s device, every pixel holding its instance's vector."""
+    ids, inverse = torch.unique(inst.reshape(-1).cpu(), return_inverse=True)
+    missing = [i for i in ids.tolist() if i not in table]
+    if missing:
+        raise UserError(f"the instance features name no vector for instance(s) {missing}")
+    rows = torch.stack([torch.as_tensor(table[i], dtype=torch.float32).reshape(feat_num)
+                        for i in ids.tolist()])                           # (n, feat_num)
+    H, W = inst.shape[-2:]
+    features = rows[inverse].reshape(H, W, feat_num).permute(2, 0, 1)     # (feat_num, H, W)
+    return features.unsqueeze(0).contiguous().to(inst.device)
+
+
+def write_feature_table(file, table):
+    """A feature table as ``.npz`` of plain arrays to a path or file object: ``ids`` (N,) int64
+    and ``features`` (N, feat_num) float32, row i the vector of instance ids[i]."""
+    ids = sorted(table)
+    np.savez(file, ids=np.array(ids, dtype=np.int64),
+             features=np.stack([np.asarray(torch.as_tensor(table[i]).cpu(), dtype=np.float32)
+                                for i in ids]))
+
+
+def load_feature_table(path, feat_num):
+    """{instance id: (feat_num,) tensor} from ``write_feature_table``'s file; a file that is not
+    one, or whose vectors are not ``feat_num`` long, is one UserError."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            ids, features = f["ids"], f["features"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"--features {path}: not a feature table saved by the editor "
+                        f"({runs.error_line(err) or type(err).__name__})") from None
+    if features.ndim != 2 or features.shape != (len(ids), feat_num):
+        raise UserError(f"--features {path}: {features.shape} features for {len(ids)} "
+                        f"instances, but this model reads {feat_num} per instance")
+    return {int(i): torch.from_numpy(v) for i, v in zip(ids, features)}
+
+
+# ---------------------------------------------------------------------------------------------
 # One label map from files
 # ---------------------------------------------------------------------------------------------
 
@@ -375,13 +417,17 @@ def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=N
 
 
 def run_files(model, label_path, inst_path, image_path, out_path, feature_source=None,
-              clusters=None, seed=0):
-    """Synthesize one label map from files and save it to ``out_path``."""
+              clusters=None, seed=0, feature_table=None):
+    """Synthesize one label map from files and save it to ``out_path``; the instance features
+    come from ``feature_table`` ({id: vector}, an edit saved by the editor) when given."""
     label, inst, image = load_inputs(label_path, inst_path, image_path, model.opt)
     note_unseen_classes(model, label, set())
-    source = feature_source or ("encoded" if image is not None else "clusters")
-    features = instance_feature_map(model, inst, source, image, clusters,
-                                    torch.Generator().manual_seed(seed))
+    if feature_table is not None:
+        features = table_feature_map(inst, feature_table, model.opt.feat_num)
+    else:
+        source = feature_source or ("encoded" if image is not None else "clusters")
+        features = instance_feature_map(model, inst, source, image, clusters,
+                                        torch.Generator().manual_seed(seed))
     fake = synthesize(model, label, inst, features)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     data.save_image(fake[0].cpu(), out_path)
@@ -436,6 +482,9 @@ def build_parser():
                         f"(default: checkpoints_dir/name/{CLUSTER_FILE})")
     g.add_argument("--allow_other_clusters", action="store_true",
                    help="use a cluster file made for another model's encoder (refused otherwise)")
+    g.add_argument("--features", default=None,
+                   help="with --label: the instance features of an edit saved by the editor "
+                        "(STEM_features.npz from manipulate.py edit)")
 
     g = p.add_argument_group("output")
     g.add_argument("--results_dir", default="./results",
@@ -471,15 +520,20 @@ def run(opt):
     runs over one label map (--label) or a split (--dataroot)."""
     out_dir = check_command(opt)
     model, run_dir = open_generator(opt)
-    clusters = None
-    if model.opt.instance_feat and opt.feature_source != "encoded":
+    clusters = table = None
+    if opt.features is not None:
+        if not model.opt.instance_feat:
+            raise UserError(f"--features {opt.features}: this model was trained without "
+                            "--instance_feat and reads no instance features; leave it out")
+        table = load_feature_table(opt.features, model.opt.feat_num)
+    elif model.opt.instance_feat and opt.feature_source != "encoded":
         cluster_file = opt.cluster_file or (run_dir / CLUSTER_FILE)
         if opt.feature_source == "clusters" or opt.cluster_file or Path(cluster_file).is_file():
             clusters = load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
                                      runs.fingerprint(model.E), opt.allow_other_clusters)
     if opt.label is not None:
         run_files(model, opt.label, opt.inst, opt.image, opt.out, opt.feature_source, clusters,
-                  opt.seed)
+                  opt.seed, table)
         print(f"wrote {opt.out}")
         return
     n, per_second = run_dataset(model, opt.dataroot, opt.phase, out_dir, opt.feature_source,
@@ -496,6 +550,10 @@ def check_command(opt):
     if opt.official_checkpoint is None and opt.name is None:
         raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt), or "
                         "--official_checkpoint PATH")
+    if opt.features is not None and (opt.label is None or opt.inst is None
+                                     or opt.feature_source is not None):
+        raise UserError("--features is the feature table of one edited map: use it with --label "
+                        "and --inst, and without --feature_source")
     if opt.label is not None:
         if opt.out is None:
             raise UserError("--label needs --out O.png, the file to write")

@@ -27,6 +27,7 @@ Usage (``python manipulate.py COMMAND --help``)::
     python manipulate.py restyle --name NAME --dataroot ROOT --index 0 --instance car:0 --cluster 3
     python manipulate.py gallery --name NAME --dataroot ROOT --index 0 --instance car:0
     python manipulate.py restyle --name NAME --dataroot ROOT --index 0 --list
+    python manipulate.py edit    --name NAME --dataroot ROOT     # the editor: a local web page
 
 How well the clusters find the true appearance modes is measured on the synthetic city, whose
 styles are known: ``python synthetic_city.py evaluate``.
@@ -474,6 +475,19 @@ def build_parser():
                    help="grid PNG (default results/NAME/gallery/STEM_ID.png)")
     g.add_argument("--zoom", action="store_true", help="crop the tiles around the instance")
     g.add_argument("--columns", type=runs.whole(1), default=4, help="tiles per row")
+
+    q = commands.add_parser("edit", help="the semantic editor: a local web page (Fig. 1)",
+                            formatter_class=formatter)
+    add_model_options(q)
+    g = q.add_argument_group("the editor")
+    g.add_argument("--dataroot", required=True, help="dataset root: its maps are edited, its "
+                                                     "objects pasted")
+    g.add_argument("--phase", default="test", help="split of --dataroot")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; another than 127.0.0.1 lets other machines in")
+    g.add_argument("--port", type=runs.whole(0), default=8000, help="port (0: any free one)")
+    g.add_argument("--out", default=None,
+                   help="folder for saved edits (default results/NAME/edits)")
     return p
 
 
@@ -485,13 +499,14 @@ def main(argv=None):
         runs.fail("manipulate.py", err, 2, {"root": "--dataroot"})
 
 
-def open_model(opt):
+def open_model(opt, need_encoder=True):
     if opt.name is None:
         raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt)")
     run_dir = Path(opt.checkpoints_dir) / opt.name
     model = infer.load_model(runs.checkpoint_file(run_dir, opt.which_epoch),
                              runs.pick_device(opt.device), opt.amp)
-    require_encoder(model)
+    if need_encoder:
+        require_encoder(model)
     return model, Path(opt.cluster_file or run_dir / infer.CLUSTER_FILE)
 
 
@@ -625,7 +640,40 @@ def command_gallery(opt):
           f"{len(centers)} clusters")
 
 
-COMMANDS = {"encode": command_encode, "restyle": command_restyle, "gallery": command_gallery}
+def command_edit(opt):
+    """Serve the editor (editor.py) until Ctrl-C. A run without E edits labels only; one with E
+    and no cluster file edits labels and pastes objects with their own features."""
+    import editor  # the server's machinery, only for this command
+    out = Path(opt.out or Path("results") / str(opt.name) / "edits")
+    runs.check_output_folder(out, "--out")
+    if not Path(opt.dataroot).is_dir():
+        raise UserError(f"--dataroot {opt.dataroot}: no such folder; pass a dataset root")
+    model, cluster_file = open_model(opt, need_encoder=False)
+    clusters = None
+    if model.E is not None and (opt.cluster_file or cluster_file.is_file()):
+        clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
+                                       runs.fingerprint(model.E), opt.allow_other_clusters)
+    session = editor.Editor(model, opt.dataroot, opt.phase, clusters, out, opt.seed)
+    try:
+        server = editor.serve(session, opt.host, opt.port, quiet=False)
+    except OSError as err:
+        raise UserError(f"--host {opt.host} --port {opt.port}: cannot listen there "
+                        f"({err.strerror or err}); pass another --port (0 picks a free one)"
+                        ) from None
+    if session.styles_off():
+        print(f"note: styles are off: {session.styles_off()}")
+    print(f"editing {len(session.dataset)} maps of {opt.dataroot} ({opt.phase}); saved edits go "
+          f"to {out}\nopen {editor.url(server)} in a browser (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+
+
+COMMANDS = {"encode": command_encode, "restyle": command_restyle, "gallery": command_gallery,
+            "edit": command_edit}
 
 
 if __name__ == "__main__":
