@@ -455,6 +455,40 @@ def write_atomically(path, content):
 
 
 # -------------------------------------------------------------------------------------------------
+# Latency
+# -------------------------------------------------------------------------------------------------
+
+def measure_latency(editor, repeats=5):
+    """Edit-to-image time: the median milliseconds of ``repeats`` requests of each kind, from
+    the request to its answer with the new image and label picture as PNGs (HTTP aside), on map
+    0: remove its largest object; paint a brush of radius 4 at its centre; relabel it; undo (a
+    state already drawn: no G). Each edit is undone before the next, so all start alike."""
+    do_open(editor, {"index": 0})
+    inst = editor.state.inst
+    ids, counts = np.unique(inst[inst >= 1000], return_counts=True)
+    if not len(ids):
+        raise UserError("map 0 has no object to time the edits on")
+    target = int(ids[counts.argmax()])
+    ys, xs = np.nonzero(inst == target)
+    x, y = int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
+    stuff = next(c for c in range(editor.model.opt.label_nc) if c != data.instance_class(
+        target) and not edits.is_thing(c) and (editor.state.label == c).any())
+    requests = {"remove": {"id": target}, "paint": {"class": stuff, "x": x, "y": y, "radius": 4},
+                "relabel": {"id": target, "class": stuff}}
+    times = {kind: [] for kind in [*requests, "undo"]}
+    for _ in range(repeats):
+        for kind, body in requests.items():
+            for action, request in ((kind, body), ("undo", {})):
+                started = time.perf_counter()
+                status, answer = handle(editor, action, request)
+                times[action].append(1000 * (time.perf_counter() - started))
+                if status != 200:
+                    raise UserError(f"timing {action}: {answer['error']}")
+            editor.history = editor.history[:1]  # the next repeat draws its image anew
+    return {kind: float(np.median(t)) for kind, t in times.items()}
+
+
+# -------------------------------------------------------------------------------------------------
 # The server
 # -------------------------------------------------------------------------------------------------
 

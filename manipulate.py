@@ -488,6 +488,9 @@ def build_parser():
     g.add_argument("--port", type=runs.whole(0), default=8000, help="port (0: any free one)")
     g.add_argument("--out", default=None,
                    help="folder for saved edits (default results/NAME/edits)")
+    g.add_argument("--latency", type=runs.whole(1), default=None,
+                   help="instead of serving: time N edits of each kind on map 0 and print the "
+                        "median edit-to-image milliseconds")
     return p
 
 
@@ -654,6 +657,13 @@ def command_edit(opt):
         clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
                                        runs.fingerprint(model.E), opt.allow_other_clusters)
     session = editor.Editor(model, opt.dataroot, opt.phase, clusters, out, opt.seed)
+    if opt.latency:
+        H, W = session.state.label.shape
+        times = editor.measure_latency(session, opt.latency)
+        print(f"edit-to-image latency at {W}x{H} on {model.device} ({torch.get_num_threads()} "
+              "threads), median of " f"{opt.latency}: " + ", ".join(
+                  f"{kind} {ms:.0f} ms" for kind, ms in times.items()))
+        return
     try:
         server = editor.serve(session, opt.host, opt.port, quiet=False)
     except OSError as err:

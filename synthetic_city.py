@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 import data
+import edits
 import infer
 import manipulate
 import runs
@@ -437,6 +438,161 @@ def print_evaluation(report):
 
 
 # ---------------------------------------------------------------------------------------------
+# Measuring the editor's edits (edits.py) against the known styles
+# ---------------------------------------------------------------------------------------------
+
+EDITS = ("remove", "relabel", "paste")
+
+
+def measure_edits(model, dataroot, clusters=None, n_images=10, seed=0, new_class=VEGETATION):
+    """For the largest car of each of the first ``n_images`` test scenes, three edits (the car
+    removed; relabelled to ``new_class``, a car become a hedge; the largest car of the next
+    scene pasted where it stood there) and, for each: the mean |change| of G's image inside the
+    edited region against outside it (``manipulate.change_inside_outside``), and whether the
+    region looks like its new class, by the nearest of the reference colours of ``references``
+    (every recorded (class, style) as the renderer paints it in the test photos). The features
+    start as E's on the photo; a pasted car brings its own. -> {edit: averaged numbers}."""
+    styles = json.loads((Path(dataroot) / "styles.json").read_text())
+    dataset = infer.inference_dataset(model.opt, dataroot, "test")
+    scenes = [s for s in (scene(model, dataset, i, styles) for i in range(len(dataset)))
+              if s is not None][:n_images]
+    if len(scenes) < 2:
+        raise runs.UserError(f"--dataroot {dataroot}: the test split needs two scenes with cars "
+                             "and photos to measure edits")
+    references = reference_colours(dataset, styles)
+    rows = {kind: [] for kind in EDITS}
+    generator = torch.Generator().manual_seed(seed)
+    for n, s in enumerate(scenes):
+        for kind in EDITS:
+            label, inst, table, region, expected, old = apply_edit(
+                kind, s, scenes[(n + 1) % len(scenes)], new_class)
+            if table is not None:
+                table = edits.complete(table, inst, clusters, model.opt.feat_num, generator)
+            after = draw(model, label, inst, table)
+            rows[kind].append(edit_numbers(s["image"], after, region, expected, old, references))
+    return {kind: average(r) for kind, r in rows.items()}
+
+
+def scene(model, dataset, index, styles):
+    """One test scene as the edits need it, or None without a photo or a car: its maps, E's
+    feature table, G's image, its largest car and the recorded styles."""
+    item = dataset[index]
+    inst = item["inst"][0].numpy()
+    cars = [int(i) for i in np.unique(inst) if i // 1000 == CAR]
+    if not item["has_image"] or not cars:
+        return None
+    table = None
+    if model.E is not None:
+        F = infer.instance_feature_map(model, item["inst"][None], "encoded", item["image"][None])
+        table = edits.feature_table(F, inst)
+    label = item["label"][0].numpy()
+    stem = dataset.stems[index]
+    car = max(cars, key=lambda i: int((inst == i).sum()))
+    return {"label": label, "inst": inst, "table": table, "car": car, "styles": styles[stem],
+            "image": draw(model, label, inst, table), "style": styles[stem][str(car)]}
+
+
+def apply_edit(kind, s, other, new_class):
+    """(label, inst, feature table, edited region, (expected class, style or None), the
+    region's class before the edit)."""
+    label, inst, table, car = s["label"], s["inst"], s["table"], s["car"]
+    if kind == "remove":
+        label, inst, fill = edits.remove(label, inst, car)
+        return label, inst, table, s["inst"] == car, (fill, s["styles"].get(str(fill))), CAR
+    if kind == "relabel":
+        label, inst, _ = edits.relabel(label, inst, car, new_class)
+        return (label, inst, table, s["inst"] == car,
+                (new_class, s["styles"].get(str(new_class))), CAR)
+    at = centre_of(other["inst"] == other["car"])
+    label, inst, new_id = edits.paste(label, inst, other["label"], other["inst"], other["car"], at)
+    if table is not None:
+        table = {**table, new_id: other["table"][other["car"]]}
+    region = inst == new_id
+    return (label, inst, table, region, (CAR, other["style"]),
+            int(np.bincount(s["label"][region]).argmax()))
+
+
+def centre_of(mask):
+    """The pixel ``edits.place`` centres an object's bounding box on, to put it back where it
+    was: (x0 + w // 2, y0 + h // 2)."""
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min() + (xs.max() - xs.min() + 1) // 2),
+            int(ys.min() + (ys.max() - ys.min() + 1) // 2))
+
+
+def draw(model, label, inst, table):
+    """G's image of the maps (and feature table) -> (1, 3, H, W) in [-1, 1] on the CPU."""
+    label_t, inst_t = torch.from_numpy(label)[None, None], torch.from_numpy(inst)[None, None]
+    F = None if table is None else infer.table_feature_map(inst_t, table, model.opt.feat_num)
+    return infer.synthesize(model, label_t, inst_t, F).cpu()
+
+
+def reference_colours(dataset, styles):
+    """{(class, style): mean RGB (3,) in 8-bit levels} of every recorded instance's pixels in the
+    split's photos: how the renderer paints each style, textures and shading included."""
+    sums = {}
+    for index in range(len(dataset)):
+        item = dataset[index]
+        if not item["has_image"]:
+            continue
+        inst = item["inst"][0]
+        photo = (item["image"] + 1) * 127.5                              # (3, H, W)
+        for key, style in styles[dataset.stems[index]].items():
+            mask = inst == int(key)
+            if mask.any():
+                total, count = sums.get((data.instance_class(int(key)), style), (0, 0))
+                sums[(data.instance_class(int(key)), style)] = (
+                    total + photo[:, mask].sum(dim=1), count + int(mask.sum()))
+    return {k: (total / count).numpy() for k, (total, count) in sums.items()}
+
+
+def nearest_reference(rgb, references):
+    """The (class, style) whose reference colour is nearest ``rgb`` (3,)."""
+    return min(references, key=lambda k: float(((references[k] - rgb) ** 2).sum()))
+
+
+def edit_numbers(before, after, region, expected, old_class, references):
+    """One edit's numbers: the change inside / outside the region (8-bit levels), whether the
+    region's mean colour is nearest a reference of the expected class (and style, when the
+    scene records it), and, as the baseline, whether before the edit it was nearest the old
+    class."""
+    mask = torch.from_numpy(region)[None, None]
+    change = manipulate.change_inside_outside(before, after, mask)
+    mean = lambda x: ((x[0, :, region] + 1) * 127.5).mean(dim=1).numpy()  # noqa: E731
+    got, was = nearest_reference(mean(after), references), nearest_reference(mean(before),
+                                                                            references)
+    c, style = expected
+    numbers = {**change, "new_class": float(got[0] == c), "old_class_before": float(
+        was[0] == old_class)}
+    if style is not None:
+        numbers["new_style"] = float(got == (c, style))
+        numbers["distance"] = float(np.sqrt(((mean(after) - references[(c, style)]) ** 2).sum()))
+    return numbers
+
+
+def average(rows):
+    keys = {k for r in rows for k in r}
+    return {**{k: float(np.nanmean([r[k] for r in rows if k in r])) for k in keys},
+            "images": len(rows), "with_style": sum("new_style" in r for r in rows)}
+
+
+def print_edits(report, new_class=VEGETATION):
+    print("| edit | images | change inside | outside | within 8 px | beyond | before: looks "
+          "like its old class | after: looks like its new class | its recorded style (images) "
+          "| colour distance to that style |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = {"remove": "remove a car (filled with the stuff around it)",
+             "relabel": f"relabel a car to {data.class_name(new_class)}",
+             "paste": "paste the next scene's car (with its E feature, if the run has E)"}
+    for kind, r in report.items():
+        style = (f"{r['new_style']:.0%} ({r['with_style']})" if r["with_style"] else "-")
+        distance = f"{r['distance']:.1f}" if r["with_style"] else "-"
+        print(f"| {names[kind]} | {r['images']} | {r['inside']:.1f} | {r['outside']:.1f} | "
+              f"{r['near']:.1f} | {r['far']:.1f} | {r['old_class_before']:.0%} | "
+              f"{r['new_class']:.0%} | {style} | {distance} |")
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
@@ -470,16 +626,25 @@ def build_parser():
     g.add_argument("--how_many", type=runs.whole(1), default=None,
                    help="only the first N training images")
     g.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+
+    q = commands.add_parser("edits", help="the editor's remove / relabel / paste: change "
+                                          "inside vs outside, does the region look its class")
+    manipulate.add_model_options(q)
+    g = q.add_argument_group("measurement")
+    g.add_argument("--dataroot", required=True, help="synthetic city root (with styles.json)")
+    g.add_argument("--n_images", type=runs.whole(2), default=10,
+                   help="test scenes with cars to edit (10)")
+    g.add_argument("--relabel_to", default="vegetation",
+                   help="the class a relabelled car becomes (vegetation: a car becomes a hedge)")
+    g.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     return p
 
 
 def main(argv=None):
     opt = build_parser().parse_args(argv)
     try:
-        if opt.command == "write":
-            command_write(opt)
-        else:
-            command_evaluate(opt)
+        {"write": command_write, "evaluate": command_evaluate,
+         "edits": command_edits}[opt.command](opt)
     except (runs.UserError, data.DataError) as err:
         runs.fail("synthetic_city.py", err, 2, {"root": "--dataroot"})
 
@@ -502,6 +667,23 @@ def command_evaluate(opt):
         report = evaluate(model, opt.dataroot, clusters, opt.classes.split(","), opt.min_area,
                           opt.seed, opt.n_restyle, opt.how_many)
     print_evaluation(report)
+    if opt.json:
+        Path(opt.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def command_edits(opt):
+    if not (Path(opt.dataroot) / "styles.json").is_file():
+        raise runs.UserError(f"--dataroot {opt.dataroot}: no styles.json; edits are measured on "
+                             "a synthetic city (python synthetic_city.py write ROOT)")
+    new_class = manipulate.class_id(opt.relabel_to)
+    model, cluster_file = manipulate.open_model(opt, need_encoder=False)
+    clusters = None
+    if model.E is not None and (opt.cluster_file or cluster_file.is_file()):
+        clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
+                                       runs.fingerprint(model.E), opt.allow_other_clusters)
+    with torch.inference_mode():
+        report = measure_edits(model, opt.dataroot, clusters, opt.n_images, opt.seed, new_class)
+    print_edits(report, new_class)
     if opt.json:
         Path(opt.json).write_text(json.dumps(report, indent=2) + "\n")
 

@@ -261,3 +261,10 @@ def test_the_command_refuses_a_missing_dataset_in_one_line(feature_run, capsys, 
     code, _, err = run_command(manipulate.main, [
         "edit", *feature_run["flags"], "--dataroot", tmp_path / "nothing", "--port", 0], capsys)
     assert code == 2 and err.count("\n") == 1 and "--dataroot" in err
+
+
+def test_latency_is_measured_on_fresh_states_and_leaves_one(session):
+    times = editor.measure_latency(session, repeats=2)
+    assert set(times) == {"remove", "paint", "relabel", "undo"}
+    assert all(ms > 0 for ms in times.values()) and times["undo"] < times["remove"]
+    assert len(session.history) == 1 and session.position == 0

@@ -5,12 +5,14 @@ clicks an object, restyles it, relabels it, removes it, adds one from the galler
 undoes, saves, and checks the saved maps and where the image changed. It skips, saying why,
 where Chromium, chromedriver or Selenium is missing (``.ci/run`` installs them).
 
-``EDITOR_SCREENSHOT=docs/editor.png pytest tests/test_editor_browser.py`` also keeps the
-screenshot it takes (the README's)."""
+Run as a script, the same page driver takes the README's screenshot of a running editor:
+``python tests/test_editor_browser.py URL docs/editor.png X Y GALLERY PX PY`` selects the object
+at label pixel (X, Y), restyles it with its class's first cluster, pastes gallery object GALLERY
+at (PX, PY), and saves the screenshot."""
 
 import io
-import os
 import shutil
+import sys
 import threading
 import time
 
@@ -35,14 +37,17 @@ def need_browser():
                                reason="selenium not installed (pip install selenium)")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = need_browser()
+def chromium(webdriver):
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--window-size=1120,900"):
+    for flag in ("--headless=new", "--no-sandbox", "--window-size=1100,1000"):
         options.add_argument(flag)
     options.binary_location = CHROMIUM
-    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = chromium(need_browser())
     yield driver
     driver.quit()
 
@@ -141,8 +146,7 @@ def test_the_page_edits_a_map_end_to_end(browser, served, tmp_path):
     assert (session.state.inst[disc] == 21).all() and session.position == 5
     page.click("#undo")                                              # the paint goes
     assert session.position == 4 and np.array_equal(session.state.inst, unpainted)
-    if os.environ.get("EDITOR_SCREENSHOT"):
-        browser.save_screenshot(os.environ["EDITOR_SCREENSHOT"])
+    browser.save_screenshot(str(tmp_path / "editor.png"))
     page.click("#save")
     assert "saved" in page.find("#status").text
     check_saved(session, original, car, pasted)
@@ -162,3 +166,23 @@ def check_saved(session, original, car, pasted):
     after = np.asarray(Image.open(session.out_dir / f"{stem}_synthesized.png"), dtype=float)
     change = np.abs(after - before).mean(axis=2)
     assert change[edited].mean() > 2 * change[~edited].mean()
+
+
+def screenshot(url, out, x, y, gallery, px, py):
+    from selenium import webdriver
+    driver = chromium(webdriver)
+    try:
+        page = Page(driver, url)
+        width = int(page.find("#stem").text.split("(")[1].split("x")[0])
+        page.click_pixel(x, y, width)
+        page.click("#styles img")
+        page.click(f"#gallery img[data-n='{gallery}']")
+        page.click_pixel(px, py, width)
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(out)
+    finally:
+        driver.quit()
+
+
+if __name__ == "__main__":
+    screenshot(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8]))

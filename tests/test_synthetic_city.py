@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import data
+import edits
 import synthetic_city
 from conftest import run_command
 from synthetic_city import adjusted_rand_index, purity
@@ -171,3 +172,50 @@ def test_evaluate_without_styles_json_is_one_line(feature_run, tmp_path, capsys)
     code, _, err = run_command(synthetic_city.main, ["evaluate", *feature_run["flags"],
                                                      "--dataroot", tmp_path], capsys)
     assert code == 2 and "styles.json not found" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The editor's edits measured (synthetic_city.py edits)
+# ---------------------------------------------------------------------------------------------
+
+def test_reference_colours_tell_the_recorded_car_colours_apart(city):
+    """The yardstick of ``edits``: the nearest reference colour of a car's mean colour in the
+    renderer's own photo is its own recorded class and style, for nearly every car."""
+    dataset = data.PairedDataset(city, "train", load_size=128, resize_or_crop="none",
+                                 is_train=False)
+    styles = json.loads((city / "styles.json").read_text())
+    references = synthetic_city.reference_colours(dataset, styles)
+    hits = total = 0
+    for index in range(len(dataset)):
+        item = dataset[index]
+        for key, style in styles[dataset.stems[index]].items():
+            if int(key) // 1000 == synthetic_city.CAR:
+                mask = item["inst"][0] == int(key)
+                rgb = ((item["image"][:, mask] + 1) * 127.5).mean(dim=1).numpy()
+                hits += synthetic_city.nearest_reference(rgb, references) == (26, style)
+                total += 1
+    assert total >= 20 and hits / total > 0.9
+
+
+def test_centre_of_puts_a_pasted_object_back_exactly_where_it_was(city):
+    inst = np.asarray(Image.open(sorted((city / "train_inst").iterdir())[0]), dtype=np.int64)
+    label = np.asarray(Image.open(sorted((city / "train_label").iterdir())[0]), dtype=np.int64)
+    car = int(min(i for i in np.unique(inst) if i // 1000 == 26))
+    removed_label, removed_inst, _ = edits.remove(label, inst, car)
+    _, pasted, new_id = edits.paste(removed_label, removed_inst, label, inst, car,
+                                    synthetic_city.centre_of(inst == car))
+    assert np.array_equal(pasted == new_id, inst == car)
+
+
+def test_edits_change_the_edited_region_far_more_than_the_rest(feature_run, tmp_path, capsys):
+    path = tmp_path / "edits.json"
+    code, out, err = run_command(synthetic_city.main, [
+        "edits", *feature_run["flags"], "--dataroot", feature_run["city"], "--n_images", 2,
+        "--relabel_to", "sidewalk", "--json", path], capsys)
+    assert code == 0, err
+    assert "| relabel a car to sidewalk | 2 |" in out
+    report = json.loads(path.read_text())
+    assert set(report) == {"remove", "relabel", "paste"}
+    for kind, r in report.items():
+        assert r["images"] == 2 and r["inside"] > 2 * r["outside"], kind
+        assert 0 <= r["new_class"] <= 1
