@@ -432,7 +432,7 @@ def build_parser():
     p = runs.CommandLine(
         prog="manipulate.py",
         description="Semantic manipulation with instance features (pix2pixHD sec. 3.4): "
-                    "encode + K-means, restyle one object, galleries.",
+                    "encode + K-means, restyle one object, galleries, and the editor (Fig. 1).",
         epilog="restyle --list and gallery --list print the instances of a map (ids, class "
                "names, pixel counts). One-line errors exit with code 2.")
     commands = p.add_subparsers(dest="command", required=True)
@@ -647,6 +647,8 @@ def command_edit(opt):
     """Serve the editor (editor.py) until Ctrl-C. A run without E edits labels only; one with E
     and no cluster file edits labels and pastes objects with their own features."""
     import editor  # the server's machinery, only for this command
+    if opt.port > 65535:
+        raise UserError(f"--port {opt.port}: ports are 0..65535 (0 picks a free one)")
     out = Path(opt.out or Path("results") / str(opt.name) / "edits")
     runs.check_output_folder(out, "--out")
     if not Path(opt.dataroot).is_dir():

@@ -22,6 +22,7 @@ another seed: another model, whose cluster file means other features).
 import functools
 import re
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -753,6 +754,31 @@ def _(s):
     return s.infer_one("--feature_source", "encoded", name="feat")
 
 
+@case("infer --features without --label", "infer",
+      r"--features is the feature table of one edited map: use it with --label and --inst")
+def _(s):
+    return s.infer("--dataroot", s.city, "--features", s.file("f.npz"), name="feat")
+
+
+@case("infer --features for a run without E", "infer",
+      r"--features .*f\.npz: this model was trained without --instance_feat")
+def _(s):
+    return s.infer_one("--features", s.file("f.npz"))
+
+
+@case("infer --features not a feature table", "infer",
+      r"--features .*f\.npz: not a feature table saved by the editor")
+def _(s):
+    return s.infer_one("--features", s.file("f.npz"), name="feat")
+
+
+@case("infer --features without the map's instances", "infer",
+      r"the instance features name no vector for instance\(s\) \[7, ")
+def _(s):
+    infer.write_feature_table(s.tmp / "f.npz", {1: torch.zeros(3)})
+    return s.infer_one("--features", s.tmp / "f.npz", name="feat")
+
+
 # manipulate.py --------------------------------------------------------------------------------
 
 @case("manipulate encode --n_clusters 0", "manipulate",
@@ -880,6 +906,26 @@ def _(s):
     return argv
 
 
+@case("manipulate edit --dataroot missing", "manipulate",
+      r"--dataroot .*no_city: no such folder")
+def _(s):
+    return s.manipulate("edit", "--dataroot", s.tmp / "no_city", "--port", "0")
+
+
+@case("manipulate edit --port 70000", "manipulate", r"--port 70000: ports are 0\.\.65535")
+def _(s):
+    return s.manipulate("edit", "--dataroot", s.city, "--port", "70000")
+
+
+@case("manipulate edit --port already taken", "manipulate",
+      r"--host 127\.0\.0\.1 --port \d+: cannot listen there.*pass another --port")
+def _(s):
+    s.busy = socket.socket()
+    s.busy.bind(("127.0.0.1", 0))
+    s.busy.listen()
+    return s.manipulate("edit", "--dataroot", s.city, "--port", s.busy.getsockname()[1])
+
+
 # synthetic_city.py ----------------------------------------------------------------------------
 
 @case("synthetic_city write into a folder holding a file", "synthetic_city",
@@ -921,6 +967,20 @@ def _(s):
 def _(s):
     return ["evaluate", "--name", "feat", "--checkpoints_dir", s.ckpt, "--device", "cpu",
             "--dataroot", s.city, "--cluster_file", s.ckpt / "plain" / "clusters.npz"]
+
+
+@case("synthetic_city edits without styles.json", "synthetic_city",
+      r"--dataroot .*: no styles\.json; edits are measured on a synthetic city")
+def _(s):
+    return ["edits", "--name", "feat", "--checkpoints_dir", s.ckpt, "--device", "cpu",
+            "--dataroot", s.folder("not_a_city")]
+
+
+@case("synthetic_city edits --relabel_to spaceship", "synthetic_city",
+      r"unknown class 'spaceship'")
+def _(s):
+    return ["edits", "--name", "feat", "--checkpoints_dir", s.ckpt, "--device", "cpu",
+            "--dataroot", s.city, "--relabel_to", "spaceship"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import io
 import json
 import socket
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import editor
 import infer
 import manipulate
 import train
+from runs import UserError
 from conftest import TINY_FEAT, run_command
 
 
@@ -268,3 +270,12 @@ def test_latency_is_measured_on_fresh_states_and_leaves_one(session):
     assert set(times) == {"remove", "paint", "relabel", "undo"}
     assert all(ms > 0 for ms in times.values()) and times["undo"] < times["remove"]
     assert len(session.history) == 1 and session.position == 0
+
+
+@pytest.mark.parametrize("opt, flag", [({"label_nc": 35, "no_instance": True}, "--no_instance"),
+                                       ({"label_nc": 0, "no_instance": False}, "--label_nc 0")])
+def test_runs_without_label_ids_or_instance_maps_are_refused_with_the_reason(opt, flag):
+    model = SimpleNamespace(opt=SimpleNamespace(**opt), source="run/latest.pt")
+    with pytest.raises(UserError, match=f"edits label maps of ids with instance maps; this run "
+                                        f"was trained with {flag}"):
+        editor.Editor(model, "unused")
