@@ -38,6 +38,7 @@ import data
 import edits
 import infer
 import manipulate
+import runs
 from runs import UserError
 
 MAX_BODY = 64 * 1024          # bytes: the largest request is a few numbers
@@ -336,8 +337,9 @@ def handle(editor, action, body):
         except (RequestError, edits.EditError, UserError) as err:
             return 400, {"error": str(err)}
         except Exception as err:  # a bug: the page hears of it, the server goes on
-            print(f"editor: {action}: {type(err).__name__}: {err}", file=sys.stderr)
-            return 500, {"error": f"internal error in {action}: {type(err).__name__}: {err}"}
+            line = f"internal error in {action}: {type(err).__name__}: {runs.error_line(err)}"
+            print(f"editor: {line}", file=sys.stderr)
+            return 500, {"error": line}
         return 200, {**extra, "view": editor.view(started)}
 
 

@@ -476,6 +476,11 @@ def build_parser():
     g.add_argument("--zoom", action="store_true", help="crop the tiles around the instance")
     g.add_argument("--columns", type=runs.whole(1), default=4, help="tiles per row")
 
+    add_edit_command(commands, formatter)
+    return p
+
+
+def add_edit_command(commands, formatter):
     q = commands.add_parser("edit", help="the semantic editor: a local web page (Fig. 1)",
                             formatter_class=formatter)
     add_model_options(q)
@@ -491,7 +496,6 @@ def build_parser():
     g.add_argument("--latency", type=runs.whole(1), default=None,
                    help="instead of serving: time N edits of each kind on map 0 and print the "
                         "median edit-to-image milliseconds")
-    return p
 
 
 def main(argv=None):

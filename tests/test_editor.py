@@ -194,6 +194,19 @@ def test_impossible_edits_are_a_400_with_the_reason(session, action, body, messa
     assert session.position == 0  # nothing pushed
 
 
+def test_an_unexpected_error_is_a_500_in_one_line_and_the_session_goes_on(session, monkeypatch,
+                                                                         capsys):
+    def broken(editor, body):
+        raise RuntimeError("a bug\nwith a second line")
+
+    monkeypatch.setitem(editor.ACTIONS, "undo", broken)
+    status, answer = editor.handle(session, "undo", {})
+    assert (status, answer) == (500, {"error": "internal error in undo: RuntimeError: a bug with "
+                                               "a second line"})
+    assert capsys.readouterr().err == f"editor: {answer['error']}\n"
+    assert editor.handle(session, "open", {"index": 0})[0] == 200
+
+
 # ---------------------------------------------------------------------------------------------
 # Security, over HTTP
 # ---------------------------------------------------------------------------------------------
@@ -242,8 +255,11 @@ def test_path_like_input_is_refused(server, method, path, body, status, message)
 def test_an_oversized_body_is_refused_unread(server):
     with socket.create_connection(server.server_address[:2], timeout=30) as s:
         s.sendall(b"POST /api/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 100000000\r\n\r\n{")
-        answer = s.recv(4096).decode()
+                  b"Content-Length: 100000000\r\n\r\n")  # the answer comes before any body
+        answer = b""
+        while chunk := s.recv(4096):  # the server answers, then closes the connection
+            answer += chunk
+        answer = answer.decode()
     assert answer.startswith("HTTP/1.0 413") and f"at most {editor.MAX_BODY}" in answer
     assert request(server, "GET", "/api/setup")[0] == 200  # and the server goes on
 
