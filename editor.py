@@ -96,8 +96,6 @@ class Editor:
                                    self.generator)
         self.history[self.position + 1:] = [State(self.state.index, label, inst, table)]
         self.position += 1
-        if self.selected is not None and not (inst == self.selected).any():
-            self.selected = None
 
     def open(self, index):
         """Start over from map ``index`` of the split, its features E's on its photo (or, without
@@ -137,6 +135,8 @@ class Editor:
         """The page's whole picture of the session, as JSON-ready values."""
         state = self.state
         image = self.image()
+        if self.selected is not None and not (state.inst == self.selected).any():
+            self.selected = None  # removed, or gone by an undo
         selected = None
         if self.selected is not None:
             c = data.instance_class(self.selected)

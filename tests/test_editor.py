@@ -105,6 +105,8 @@ def test_relabel_add_paint_restyle_each_push_one_step_and_undo_redo_walk_them(se
     for step in (3, 2, 1, 0):
         view = ok(session, "undo")["view"]
         assert view["edits"] == step and np.array_equal(session.state.inst, states[step])
+        # the pasted object stays selected while it exists, and is let go when an undo removes it
+        assert (view["selected"] is None) == (step < 2), step
     assert editor.handle(session, "undo", {}) == (400, {"error": "nothing to undo"})
     assert ok(session, "redo")["view"]["edits"] == 1
     ok(session, "remove", {"id": 27000})                            # a new branch: no redo
