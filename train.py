@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 import data
 import evaluate
 import losses
+import official_folder
 import runs
 from runs import RunStopped, UserError
 from train_machinery import (ImagePool, Outputs, StopRequest, average_gradients,
@@ -243,10 +244,14 @@ def load_pretrained(G, D, E, path):
     a D_k whose shape differs (another --ndf or label set) keeps its fresh weights."""
     path = Path(path)
     file = runs.checkpoint_file(path) if path.is_dir() else path
-    if not file.is_file():
+    if path.is_dir() and official_folder.is_official_run(path):  # NVIDIA's latest_net_G.pth
+        file = official_folder.weights_file(path, "latest", "G")
+        pretrained = official_folder.pretrained_weights(path)
+    elif not file.is_file():
         raise UserError(f"--load_pretrain {path}: no checkpoint at {file}; pass the folder of "
                         "a --netG global run (checkpoints/NAME) or its .pt file")
-    pretrained = runs.load_checkpoint(file)
+    else:
+        pretrained = runs.load_checkpoint(file)
     try:
         if hasattr(G, "load_global_generator"):
             G.load_global_generator(pretrained["G"])
@@ -261,6 +266,8 @@ def load_pretrained(G, D, E, path):
             "have the same --label_nc, --no_instance, --instance_feat, --n_downsample_global, "
             "--n_blocks_global, and --ngf equal to this run's --ngf * 2^n_local_enhancers"
         ) from None
+    if pretrained["D"] is None:
+        return 0
     return load_discriminators_from_the_coarsest(D, pretrained["D"])
 
 
@@ -384,6 +391,8 @@ def main(argv=None):
     failure = None  # (message, exit code), reported once the error's traceback is gone
     try:
         with StopRequest() as stop:
+            if opt.continue_train:  # an official run's own options, where the command is silent
+                official_folder.adopt_options(opt, explicit_options(argv))
             result = train(opt, stop)
     except (UserError, data.DataError) as err:
         failure = runs.error_line(err), 2
