@@ -509,7 +509,9 @@ def run(opt):
     model, run_dir = open_generator(opt)
     clusters = None
     if model.opt.instance_feat and opt.feature_source != "encoded":
-        cluster_file = cluster_file_to_read(opt.cluster_file, run_dir, model, opt.trust_pickle)
+        cluster_file = cluster_file_to_read(
+            opt.cluster_file, run_dir, model, opt.trust_pickle,
+            needed=opt.feature_source == "clusters" or opt.cluster_file is not None)
         if opt.feature_source == "clusters" or opt.cluster_file or Path(cluster_file).is_file():
             clusters = load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
                                      model_id(model), opt.allow_other_clusters)
@@ -535,15 +537,16 @@ def model_id(model):
     return runs.fingerprint(model.E) if model.E is not None else None
 
 
-def cluster_file_to_read(given, run_dir, model, trust_pickle):
+def cluster_file_to_read(given, run_dir, model, trust_pickle, needed=True):
     """The .npz cluster file a command reads: --cluster_file, else clusters.npz in the run folder.
     NVIDIA's pickled cluster file (given as .npy, or features_clustered_010.npy in a run folder
-    without clusters.npz) is converted once to an .npz beside it, with --trust_pickle only."""
+    without clusters.npz) is converted once to an .npz beside it, with --trust_pickle only; when
+    the clusters are not ``needed`` (E encodes the photos) and not trusted, it is left alone."""
     path = Path(given) if given else Path(run_dir) / CLUSTER_FILE
     pickled = path if path.suffix == ".npy" else None
     if given is None and not path.is_file():
         pickled = Path(run_dir) / official_folder.PICKLED_CLUSTERS
-    if pickled is None or not pickled.is_file():
+    if pickled is None or not pickled.is_file() or not (needed or trust_pickle):
         return path
     npz = pickled.with_suffix(".npz") if given else path
     clusters = official_folder.read_pickled_clusters(pickled, trust_pickle, model.opt.feat_num)
@@ -579,12 +582,12 @@ def export_onnx(opt, model, clusters):
             x, onnx_export.second_size(x, runs.size_multiple(model.opt))])
     except onnx_export.ExportFailed as err:
         raise UserError(str(err)) from None
-    print(f"wrote {opt.export_onnx} in {seconds:.1f} s: input 'x' (1, {x.shape[1]}, H, W), "
-          "output 'image' (1, 3, H, W) in [-1, 1]")
+    print(f"wrote {opt.export_onnx} in {seconds:.1f} s: input 'x' (B, {x.shape[1]}, H, W), G's "
+          "input (one-hot labels, boundary map, features), output 'image' (B, 3, H, W) in [-1, 1]")
     for c in checks:
         print(f"  {c['size']}: max |ONNX Runtime - PyTorch| {c['max_abs_diff']:.2g} (tolerance "
               f"{onnx_export.TOLERANCE:g}); {c['onnxruntime_s'] * 1000:.1f} ms ONNX Runtime, "
-              f"{c['pytorch_s'] * 1000:.1f} ms PyTorch (CPU)")
+              f"{c['pytorch_s'] * 1000:.1f} ms PyTorch (CPU, fastest of 5)")
 
 
 def check_command(opt):

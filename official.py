@@ -216,8 +216,9 @@ def generator_shapes(state_dict):
     output = max(last, key=lambda k: int(k.split(".")[1]))
     options["output_nc"] = last[output].shape[0]
     if n:
-        options.update(n_local_enhancers=n, n_blocks_local=len(
-            {k.split(".")[1] for k in state_dict if k.startswith("model1_2.") and "conv_block" in k}))
+        blocks = {k.split(".")[1] for k in state_dict
+                  if k.startswith("model1_2.") and "conv_block" in k}
+        options.update(n_local_enhancers=n, n_blocks_local=len(blocks))
     return options
 
 

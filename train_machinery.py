@@ -294,10 +294,10 @@ def restore(state, resume, opt, procs, n_images):
 
 def restore_official(state, resume, opt, procs, n_images):
     """An official run's weights and where it stopped into ``state``. Its iter.txt counts the
-    images done in the epoch; the batches that covered them are skipped, as the official code
-    skips them. Its folder holds no optimizer state, image pool or random states (the official
-    code saves none): Adam starts afresh, as the official --continue_train does, and the
-    learning rate is the schedule's for the epoch."""
+    images done in the epoch; the epoch goes on for the batches it had left (in this run's order,
+    as the official code draws a new one). Its folder holds no optimizer state, image pool or
+    random states (the official code saves none): Adam starts afresh, as the official
+    --continue_train does, and the learning rate is the schedule's for the epoch."""
     state.G.load_state_dict(resume["G"])
     state.D.load_state_dict(resume["D"])
     if state.E is not None:

@@ -11,6 +11,7 @@ official layout from the layout facts (``test_official.py``), random weights sav
 """
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -20,12 +21,14 @@ from PIL import Image
 import data
 import infer
 import manipulate
+import official
 import official_folder
 import runs
 import synthetic_city
 import train
 from conftest import run_command
-from test_official import _randomised, official_global, official_local, official_multiscale_D
+from test_official import (LAYOUT, _randomised, official_global, official_local,
+                           official_multiscale_D)
 
 TINY_RUN = ["--no_vgg_loss", "--num_workers", "0", "--device", "cpu", "--print_freq", "1000",
             "--display_freq", "1000", "--seed", "0", "--loadSize", "64"]
@@ -270,6 +273,30 @@ def test_the_pickled_cluster_file_is_read_only_with_trust_pickle_then_converted_
     assert code == 0 and "converted" not in out
 
 
+def test_an_untrusted_pickle_is_left_alone_when_e_encodes_the_photos(city, tmp_path, capsys):
+    write_official_run(tmp_path / "run", {**BASE, "instance_feat": True})
+    np.save(tmp_path / "run" / "features_clustered_010.npy", {26: np.ones((1, 3))})
+    code, out, err = run_command(infer.main, [
+        "--name", "run", "--checkpoints_dir", tmp_path, "--dataroot", city, "--device", "cpu",
+        "--results_dir", tmp_path / "results", "--num_workers", 0], capsys)
+    assert code == 0, err
+    assert "synthesized 1 images" in out and not (tmp_path / "run" / "clusters.npz").exists()
+
+
+def test_restyle_converts_the_official_pickle_when_trusted(city, tmp_path, capsys):
+    write_official_run(tmp_path / "run", {**BASE, "instance_feat": True})
+    np.save(tmp_path / "run" / "features_clustered_010.npy",
+            {26: np.array([[1.0, -1.0, 0.5], [-1.0, 1.0, -0.5]])})
+    argv = ["restyle", "--name", "run", "--checkpoints_dir", tmp_path, "--device", "cpu",
+            "--dataroot", city, "--phase", "train", "--instance", "car:0", "--cluster", 1,
+            "--out", tmp_path / "r.png"]
+    code, _, err = run_command(manipulate.main, argv, capsys)
+    assert code == 2 and "--trust_pickle" in err and not (tmp_path / "r.png").exists()
+    code, out, err = run_command(manipulate.main, [*argv, "--trust_pickle"], capsys)
+    assert code == 0, err
+    assert "-> cluster 1 of 2" in out and (tmp_path / "r.png").exists()
+
+
 def test_encode_and_restyle_an_official_run_with_an_encoder(city, tmp_path, capsys):
     """The official encode_features.py line (--name label2city_1024p_feat --netG local --ngf 32
     --resize_or_crop none) as manipulate.py encode: this project's cluster file, then a
@@ -308,10 +335,25 @@ def test_onnx_export_equals_pytorch_at_the_traced_size_and_another(city, tmp_pat
     assert "64x32: max |ONNX Runtime - PyTorch|" in out and "32x16: max" in out
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     [x_in] = session.get_inputs()
-    assert x_in.name == "x" and x_in.shape[2:] == ["H", "W"]  # dynamic, and an input at all
+    assert x_in.name == "x" and x_in.shape == ["B", 36, "H", "W"]  # dynamic, and an input
     G = infer.load_run(tmp_path / "run").G
-    x = torch.randn(1, 36, 48, 80)  # a third size, never traced
+    x = torch.randn(3, 36, 48, 80)  # a third size and another batch, never traced
     with torch.no_grad():
         expected = G(x)
     actual = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
     torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("network, flags", [
+    ("G_local_1024p", "--netG local --ngf 32 --n_downsample_global 4 --n_blocks_global 9 "
+                      "--n_local_enhancers 1 --n_blocks_local 3 --label_nc 35"),
+    ("G_global_512p", "--netG global --ngf 64 --n_downsample_global 4 --n_blocks_global 9 "
+                      "--label_nc 35"),
+    ("G_global_512p_feat", "--netG global --ngf 64 --n_downsample_global 4 --n_blocks_global 9 "
+                           "--label_nc 35 --instance_feat --feat_num 3"),
+])
+def test_the_released_layouts_read_back_as_their_official_flags(network, flags):
+    layout = json.loads(LAYOUT.read_text())["networks"][network]
+    with torch.device("meta"):
+        state_dict = {key: torch.empty(shape) for key, shape in layout["keys"]}
+    assert official.as_flags(official.options_from_shapes(G=state_dict)) == flags
