@@ -39,8 +39,8 @@ PICKLED_CLUSTERS = "features_clustered_010.npy"  # encode_features.py's name, fo
 OFFICIAL_DEFAULTS = dict(
     label_nc=35, no_instance=False, netG="global", ngf=64, n_downsample_global=4,
     n_blocks_global=9, n_local_enhancers=1, n_blocks_local=3, num_D=2, n_layers_D=3, ndf=64,
-    instance_feat=False, feat_num=3, nef=16, n_downsample_E=4, loadSize=1024, fineSize=512,
-    resize_or_crop="scale_width")
+    instance_feat=False, feat_num=3, nef=16, n_downsample_E=4, input_nc=3, output_nc=3,
+    loadSize=1024, fineSize=512, resize_or_crop="scale_width")
 
 # Official options whose networks have other keys than official.py maps (batch norm's weights
 # and statistics, dropout's shifted positions, E on label maps): refused, not guessed.

@@ -233,7 +233,8 @@ def set_learning_rate(state, opt):
 
 def load_pretrained(G, D, E, path):
     """--load_pretrain: G1 (and E, when both runs have one) from a --netG global run, and its
-    D_k, as the official code. Returns how many of D's scales were loaded.
+    D_k, as the official code; the run is a folder of ours or of NVIDIA's trainer
+    (``official_folder``), or our .pt file. Returns how many of D's scales were loaded.
 
     The official discriminator names its scales from the coarsest (``scale0`` sees the most
     downsampled pair) and loads weights by name, so a run with more scales receives the loaded
@@ -473,14 +474,17 @@ def build_parser():
     g.add_argument("--niter_fix_global", type=runs.whole(0), default=0,
                    help="with --netG local: epochs that train only G2's layers, G1 fixed")
     g.add_argument("--load_pretrain", default="",
-                   help="a --netG global run (folder or .pt file) whose G1 and D_k start this run")
+                   help="a --netG global run whose G1 and D_k start this run: its folder (ours, "
+                        "or one written by the official code) or our .pt file")
     g.add_argument("--start_over", action="store_true",
                    help="start a new run where checkpoints_dir/name already holds one, moving "
                         "the old folder aside to name.replaced-DATE (nothing is deleted)")
     g.add_argument("--continue_train", action="store_true",
                    help="resume where checkpoints_dir/name/latest.pt (or epoch_N.pt with "
                         "--which_epoch N) stopped: the same batches, random states and "
-                        "schedule; bit for bit on the CPU, numerically close on CUDA")
+                        "schedule; bit for bit on the CPU, numerically close on CUDA. A folder "
+                        "written by the official code goes on from its latest_net_*.pth and "
+                        "iter.txt, with its opt.txt's architecture, and a fresh Adam")
     g.add_argument("--max_iters", type=runs.whole(1), default=None,
                    help="stop (and save) when the iteration count reaches N, counting the "
                         "iterations before a --continue_train")
