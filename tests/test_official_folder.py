@@ -12,6 +12,7 @@ official layout from the layout facts (``test_official.py``), random weights sav
 
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ import official_folder
 import runs
 import synthetic_city
 import train
-from conftest import run_command
+from conftest import run_command, tree
 from test_official import (LAYOUT, _randomised, official_global, official_local,
                            official_multiscale_D)
 
@@ -357,3 +358,62 @@ def test_the_released_layouts_read_back_as_their_official_flags(network, flags):
     with torch.device("meta"):
         state_dict = {key: torch.empty(shape) for key, shape in layout["keys"]}
     assert official.as_flags(official.options_from_shapes(G=state_dict)) == flags
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad official folders: one line, exit code 2, the folder untouched
+# ---------------------------------------------------------------------------------------------
+
+def spoil_opt_txt(line, instead_of="ngf: 8"):
+    def spoil(folder):
+        text = (folder / "opt.txt").read_text()
+        (folder / "opt.txt").write_text(text.replace(f"{instead_of}\n", f"{line}\n"))
+    return spoil
+
+
+def spoil_file(name, content):
+    def spoil(folder):
+        if isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        else:
+            np.save(folder / name, content, allow_pickle=True)
+    return spoil
+
+
+BAD_FOLDERS = {
+    "a line of opt.txt that is not name: value": (
+        spoil_opt_txt("this is no option"), "infer", r"opt\.txt, line \d+: .* not a 'name: value'"),
+    "netG of opt.txt not global or local": (
+        spoil_opt_txt("netG: medium", "netG: global"), "infer", r"netG: 'medium' is not a value the official"),
+    "norm batch, a layout official.py does not map": (
+        spoil_opt_txt("norm: batch", "norm: instance"), "infer", r"norm batch: official\.py maps .* instance norm"),
+    "iter.txt not two integers": (
+        spoil_file("iter.txt", b"epoch 3\n"), "train", r"iter\.txt: expected two integers"),
+    "latest_net_G.pth an HTML page": (
+        spoil_file("latest_net_G.pth", b"<html>404</html>"), "infer",
+        r"latest_net_G\.pth: not a readable checkpoint"),
+    "the pickled cluster file not a dict": (
+        spoil_file("features_clustered_010.npy", np.array([1.0, 2.0])), "clusters",
+        r"features_clustered_010\.npy: not the official cluster file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FOLDERS))
+def test_a_bad_official_folder_is_one_line_and_stays_untouched(case, city, tmp_path, capsys):
+    spoil, command, message = BAD_FOLDERS[case]
+    write_official_run(tmp_path / "run", {**BASE, "instance_feat": True})
+    spoil(tmp_path / "run")
+    before = tree(tmp_path / "run")
+    run_flags = ["--name", "run", "--checkpoints_dir", tmp_path, "--device", "cpu"]
+    if command == "train":
+        main, argv = train.main, ["--dataroot", city, *run_flags, *TINY_RUN[:-2],
+                                  "--continue_train"]
+    else:
+        main, argv = infer.main, [*run_flags, "--dataroot", city, "--results_dir",
+                                  tmp_path / "results", "--num_workers", 0]
+        if command == "clusters":
+            argv += ["--feature_source", "clusters", "--trust_pickle"]
+    code, _, err = run_command(main, argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert tree(tmp_path / "run") == before
