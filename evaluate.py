@@ -492,16 +492,15 @@ def scored_images(opt, device):
         if opt.untrained:
             raise UserError("--untrained needs a run of ours (--name): an official checkpoint "
                             "has no recorded initialisation")
-        ngf = opt.ngf or (32 if opt.netG == "local" else 64)
-        model = infer.load_official_model(opt.official_checkpoint, opt.netG, ngf, opt.label_nc,
-                                          device, opt.amp)
+        model = infer.load_official_model(opt.official_checkpoint, opt.netG, opt.ngf,
+                                          opt.label_nc, device, opt.amp)
         opt.name = Path(opt.official_checkpoint).parent.name or "official"
     elif opt.name is None:
         raise UserError("--name: the run whose images (or whose data size, with --real) to "
                         "score, or --official_checkpoint PATH")
     else:
-        model = infer.load_model(runs.checkpoint_file(Path(opt.checkpoints_dir) / opt.name,
-                                                      opt.which_epoch), device, opt.amp)
+        model = infer.load_run(Path(opt.checkpoints_dir) / opt.name, opt.which_epoch, device,
+                               opt.amp, opt.label_nc)
     if opt.real:
         return model, real_photos, f"real photos ({opt.phase})"
     if opt.segmenter and model.opt.label_nc != CITYSCAPES_LABEL_NC:

@@ -24,6 +24,7 @@ Usage::
 
 import argparse
 import html
+import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -35,8 +36,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import data
-import networks
 import official
+import official_folder
 import runs
 from runs import UserError
 
@@ -84,15 +85,28 @@ def load_model(path, device="cpu", amp=None):
     return model
 
 
-def load_official_model(path, netG="local", ngf=32, label_nc=35, device="cpu", amp=None):
+def load_run(run_dir, which_epoch="latest", device="cpu", amp=None, label_nc=35):
+    """G (and E) of the run folder ``run_dir``: one of train.py's (``load_model``), or one written
+    by NVIDIA's train.py (``official_folder``: ``{which_epoch}_net_G.pth``, ``_net_E.pth``,
+    its opt.txt). ``label_nc`` only splits G's input channels of an official folder without
+    opt.txt (a released model's)."""
+    if official_folder.is_official_run(run_dir, which_epoch):
+        G, E, opt = official_folder.open_run(run_dir, which_epoch, label_nc)
+        return _ready(G, E, opt, device, amp,
+                      official_folder.weights_file(run_dir, which_epoch, "G"))
+    return load_model(runs.checkpoint_file(run_dir, which_epoch), device, amp)
+
+
+def load_official_model(path, netG=None, ngf=None, label_nc=35, device="cpu", amp=None):
     """Load a generator saved by NVIDIA's pix2pixHD (``latest_net_G.pth``, a plain state_dict with
     ``model.17.conv_block.1.weight``-style keys) through ``official.load_official_state_dict``.
 
     The released Cityscapes models: label2city_1024p is ``netG='local', ngf=32``, label2city_512p
     is ``netG='global', ngf=64``; both take 35 one-hot labels + the boundary map (36 channels), and
     otherwise have the official defaults (4 downsamplings, 9 residual blocks in G1; one local
-    enhancer of 3 blocks). No encoder was released, so there are no instance features. The file
-    is loaded with ``weights_only=True``: it holds tensors only.
+    enhancer of 3 blocks). ``netG`` and ``ngf`` left None are read from the file's shapes, as are
+    the depths. No encoder was released, so there are no instance features. The file is loaded
+    with ``weights_only=True``: it holds tensors only.
     """
     path = Path(path)
     if not path.is_file():
@@ -103,20 +117,19 @@ def load_official_model(path, netG="local", ngf=32, label_nc=35, device="cpu", a
         raise UserError(f"--official_checkpoint {path} is a checkpoint written by this project's "
                         f"train.py, not NVIDIA's: load it with --name {path.parent.name} "
                         f"--checkpoints_dir {path.parent.parent}")
-    opt = argparse.Namespace(
-        label_nc=label_nc, no_instance=False, instance_feat=False, feat_num=3, netG=netG,
-        ngf=ngf, n_downsample_global=4, n_blocks_global=9, n_local_enhancers=1,
-        n_blocks_local=3, n_downsample_E=4,
+    shapes = official_folder.shape_options({"G": state_dict}, label_nc) or {}
+    netG = netG or shapes.get("netG", "local")
+    opt = argparse.Namespace(**{
+        **official_folder.OFFICIAL_DEFAULTS, **shapes, "label_nc": label_nc, "netG": netG,
+        "ngf": ngf or shapes.get("ngf", 32 if netG == "local" else 64),
         # The official test scripts: 1024p runs at the file's size, 512p scales to 1024 wide.
-        loadSize=1024, fineSize=512, resize_or_crop="none" if netG == "local" else "scale_width")
-    G = networks.define_G(netG, label_nc + 1, 3, ngf, opt.n_downsample_global,
-                          opt.n_blocks_global, opt.n_local_enhancers, opt.n_blocks_local)
+        "resize_or_crop": "none" if netG == "local" else "scale_width"})
+    G, _, _ = runs.build_networks(opt)
     try:
         official.load_official_state_dict(G, state_dict)
-    except ValueError as err:
-        raise UserError(f"--official_checkpoint {path}: {err}; label2city_1024p needs --netG local "
-                        "--ngf 32, label2city_512p --netG global --ngf 64, both --label_nc 35"
-                        ) from None
+    except official.LayoutMismatch as err:
+        fit = f"; the flags that fit its shapes: {official.as_flags(shapes)}" if shapes else ""
+        raise UserError(f"--official_checkpoint {path}: {err}{fit}") from None
     return _ready(G, None, opt, device, amp, path)
 
 
@@ -164,6 +177,9 @@ def instance_feature_map(model, inst, source, image=None, clusters=None, generat
     if not model.opt.instance_feat:
         return None
     if source == "encoded":
+        if model.E is None:
+            raise UserError(f"{model.source}: its run saved no encoder E (an official run trained "
+                            "with --load_features); use --feature_source clusters")
         if image is None:
             raise UserError("--feature_source encoded needs the real photo (--image, or a split "
                             "with photos); use --feature_source clusters with a cluster file")
@@ -248,8 +264,13 @@ def save_clusters(path, centers, feat_num, label_nc, counts=None, model_id=None)
             arrays[f"counts_{c}"] = np.asarray(torch.as_tensor(counts[c]).cpu(), dtype=np.int64)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:  # a file object: np.savez would append .npz to another suffix
-        np.savez(f, **arrays)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: a whole file or none
+    try:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to another suffix
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_clusters(path, feat_num=None, label_nc=None, model_id=None, allow_other_model=False):
@@ -485,26 +506,41 @@ def build_parser():
     g.add_argument("--features", default=None,
                    help="with --label: the instance features of an edit saved by the editor "
                         "(STEM_features.npz from manipulate.py edit)")
+    add_trust_pickle(g)
 
     g = p.add_argument_group("output")
     g.add_argument("--results_dir", default="./results",
                    help="pages go to results_dir/name/<phase>_<which_epoch>/")
     g.add_argument("--out", default=None, help="with --label: the output PNG")
+    g.add_argument("--export_onnx", default=None, metavar="FILE",
+                   help="write G as ONNX (dynamic height and width) instead of synthesizing, "
+                        "checked against PyTorch with onnxruntime on the first label map of the "
+                        "split (or --label) and on a crop of it; needs onnx, onnxruntime, "
+                        "onnxscript")
     return p
 
 
+def add_trust_pickle(group):
+    group.add_argument("--trust_pickle", action="store_true",
+                       help="read NVIDIA's features_clustered_010.npy, a pickle (which can run "
+                            "code when read): only for a file from a source you trust; it is "
+                            f"converted once to {CLUSTER_FILE}")
+
+
 def add_official_options(parser):
-    g = parser.add_argument_group("NVIDIA's released generators")
+    g = parser.add_argument_group("NVIDIA's generators and run folders")
     g.add_argument("--official_checkpoint", default=None,
-                   help="NVIDIA's latest_net_G.pth instead of a run of ours; give its --netG/--ngf")
-    g.add_argument("--netG", default="local", choices=["global", "local"],
-                   help="official checkpoint only: 'local' for label2city_1024p, 'global' for "
-                        "label2city_512p")
+                   help="NVIDIA's latest_net_G.pth instead of a run of ours (a whole official run "
+                        "folder loads with --name, as ours do)")
+    g.add_argument("--netG", default=None, choices=["global", "local"],
+                   help="official checkpoint: 'local' for label2city_1024p, 'global' for "
+                        "label2city_512p; default: read from the file's shapes")
     g.add_argument("--ngf", type=runs.whole(1), default=None,
-                   help="official checkpoint only: 32 for label2city_1024p (the default for "
-                        "--netG local), 64 for label2city_512p (the default for --netG global)")
+                   help="official checkpoint: 32 for label2city_1024p, 64 for label2city_512p; "
+                        "default: read from the file's shapes")
     g.add_argument("--label_nc", type=runs.whole(1), default=35,
-                   help="official checkpoint only: number of label ids (35, Cityscapes)")
+                   help="official checkpoint, or official run folder without opt.txt: number of "
+                        "label ids (35, Cityscapes)")
 
 
 def main(argv=None):
@@ -517,7 +553,7 @@ def main(argv=None):
 
 def run(opt):
     """The command: what to read and where to write are checked first, then G is loaded and
-    runs over one label map (--label) or a split (--dataroot)."""
+    runs over one label map (--label) or a split (--dataroot), or is exported (--export_onnx)."""
     out_dir = check_command(opt)
     model, run_dir = open_generator(opt)
     clusters = table = None
@@ -527,10 +563,15 @@ def run(opt):
                             "--instance_feat and reads no instance features; leave it out")
         table = load_feature_table(opt.features, model.opt.feat_num)
     elif model.opt.instance_feat and opt.feature_source != "encoded":
-        cluster_file = opt.cluster_file or (run_dir / CLUSTER_FILE)
+        cluster_file = cluster_file_to_read(
+            opt.cluster_file, run_dir, model, opt.trust_pickle,
+            needed=opt.feature_source == "clusters" or opt.cluster_file is not None)
         if opt.feature_source == "clusters" or opt.cluster_file or Path(cluster_file).is_file():
             clusters = load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
-                                     runs.fingerprint(model.E), opt.allow_other_clusters)
+                                     model_id(model), opt.allow_other_clusters)
+    if opt.export_onnx:
+        export_onnx(opt, model, clusters)
+        return
     if opt.label is not None:
         run_files(model, opt.label, opt.inst, opt.image, opt.out, opt.feature_source, clusters,
                   opt.seed, table)
@@ -544,6 +585,65 @@ def run(opt):
           f"results page {out_dir / 'index.html'}")
 
 
+def model_id(model):
+    """The fingerprint of the model's encoder, which a cluster file is made for (None without
+    one: an official run trained with --load_features saved no E)."""
+    return runs.fingerprint(model.E) if model.E is not None else None
+
+
+def cluster_file_to_read(given, run_dir, model, trust_pickle, needed=True):
+    """The .npz cluster file a command reads: --cluster_file, else clusters.npz in the run folder.
+    NVIDIA's pickled cluster file (given as .npy, or features_clustered_010.npy in a run folder
+    without clusters.npz) is converted once to an .npz beside it, with --trust_pickle only; when
+    the clusters are not ``needed`` (E encodes the photos) and not trusted, it is left alone."""
+    path = Path(given) if given else Path(run_dir) / CLUSTER_FILE
+    pickled = path if path.suffix == ".npy" else None
+    if given is None and not path.is_file():
+        pickled = Path(run_dir) / official_folder.PICKLED_CLUSTERS
+    if pickled is None or not pickled.is_file() or not (needed or trust_pickle):
+        return path
+    npz = pickled.with_suffix(".npz") if given else path
+    clusters = official_folder.read_pickled_clusters(pickled, trust_pickle, model.opt.feat_num)
+    runs.check_output_folder(npz.parent, "--cluster_file")
+    save_clusters(npz, clusters, model.opt.feat_num, model.opt.label_nc, model_id=model_id(model))
+    print(f"converted NVIDIA's {pickled} to {npz} ({len(clusters)} classes); later commands "
+          "read it without --trust_pickle")
+    return npz
+
+
+def export_onnx(opt, model, clusters):
+    """--export_onnx FILE: G on the CPU, exported and checked on a real label map (the first of
+    the split, or --label) and on a crop of it, with the times of both runtimes."""
+    import onnx_export
+
+    runs.check_output_folder(Path(opt.export_onnx).parent, "--export_onnx")
+    if opt.label is not None:
+        label, inst, image = load_inputs(opt.label, opt.inst, opt.image, model.opt)
+    else:
+        item = inference_dataset(model.opt, opt.dataroot, opt.phase)[0]
+        label, inst = item["label"][None], item["inst"][None]
+        image = item["image"][None] if item["has_image"] else None
+    model = _ready(model.G, model.E, model.opt, "cpu", False, model.source)
+    x = data.generator_input(label, inst, model.opt.label_nc, model.opt.no_instance)
+    features = instance_feature_map(model, inst, opt.feature_source or (
+        "encoded" if image is not None else "clusters"), image, clusters,
+        torch.Generator().manual_seed(opt.seed))
+    if features is not None:
+        x = torch.cat([x, features], dim=1)
+    try:
+        seconds = onnx_export.export(model.G, x, opt.export_onnx)
+        checks = onnx_export.check(opt.export_onnx, model.G, [
+            x, onnx_export.second_size(x, runs.size_multiple(model.opt))])
+    except onnx_export.ExportFailed as err:
+        raise UserError(str(err)) from None
+    print(f"wrote {opt.export_onnx} in {seconds:.1f} s: input 'x' (B, {x.shape[1]}, H, W), G's "
+          "input (one-hot labels, boundary map, features), output 'image' (B, 3, H, W) in [-1, 1]")
+    for c in checks:
+        print(f"  {c['size']}: max |ONNX Runtime - PyTorch| {c['max_abs_diff']:.2g} (tolerance "
+              f"{onnx_export.TOLERANCE:g}); {c['onnxruntime_s'] * 1000:.1f} ms ONNX Runtime, "
+              f"{c['pytorch_s'] * 1000:.1f} ms PyTorch (CPU, fastest of 5)")
+
+
 def check_command(opt):
     """The inputs named and the outputs writable, before any work; returns the results folder
     of a split (None for one label map)."""
@@ -555,6 +655,8 @@ def check_command(opt):
         raise UserError("--features is the feature table of one edited map: use it with --label "
                         "and --inst, and without --feature_source")
     if opt.label is not None:
+        if opt.export_onnx:
+            return None
         if opt.out is None:
             raise UserError("--label needs --out O.png, the file to write")
         runs.check_output_image(opt.out, "--out")
@@ -573,20 +675,27 @@ def check_command(opt):
 
 
 def open_generator(opt):
-    """(the model, its run folder or None for NVIDIA's), with --loadSize / --resize_or_crop."""
+    """(the model, the folder of its run or file), with --loadSize / --resize_or_crop."""
     device = runs.pick_device(opt.device)
-    run_dir = None
     if opt.official_checkpoint:
-        ngf = opt.ngf or (32 if opt.netG == "local" else 64)
-        model = load_official_model(opt.official_checkpoint, opt.netG, ngf, opt.label_nc,
+        run_dir = Path(opt.official_checkpoint).parent
+        model = load_official_model(opt.official_checkpoint, opt.netG, opt.ngf, opt.label_nc,
                                     device=device, amp=opt.amp)
     else:
         run_dir = Path(opt.checkpoints_dir) / opt.name
-        model = load_model(runs.checkpoint_file(run_dir, opt.which_epoch), device, opt.amp)
+        model = load_run(run_dir, opt.which_epoch, device, opt.amp, opt.label_nc)
+        for flag in ("netG", "ngf"):  # official test scripts repeat these: they must agree
+            if getattr(opt, flag) is not None and getattr(opt, flag) != getattr(model.opt, flag):
+                raise UserError(f"--{flag} {getattr(opt, flag)}: {model.source} was trained with "
+                                f"{flag} {getattr(model.opt, flag)}; drop --{flag}")
     if opt.loadSize is not None:
         model.opt.loadSize = opt.loadSize
     if opt.resize_or_crop is not None:
         model.opt.resize_or_crop = opt.resize_or_crop
+    if model.opt.resize_or_crop not in data.RESIZE_OR_CROP:
+        raise UserError(f"{model.source}: resize_or_crop {model.opt.resize_or_crop} is not one "
+                        f"this code reads ({', '.join(data.RESIZE_OR_CROP)}); pass "
+                        "--resize_or_crop")
     return model, run_dir
 
 

@@ -405,6 +405,7 @@ def add_model_options(parser):
                    help=f"K-means centres (default: checkpoints_dir/name/{infer.CLUSTER_FILE})")
     g.add_argument("--allow_other_clusters", action="store_true",
                    help="use a cluster file made for another model's encoder (refused otherwise)")
+    infer.add_trust_pickle(g)
 
 
 def add_map_options(parser):
@@ -510,11 +511,13 @@ def open_model(opt, need_encoder=True):
     if opt.name is None:
         raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt)")
     run_dir = Path(opt.checkpoints_dir) / opt.name
-    model = infer.load_model(runs.checkpoint_file(run_dir, opt.which_epoch),
-                             runs.pick_device(opt.device), opt.amp)
+    model = infer.load_run(run_dir, opt.which_epoch, runs.pick_device(opt.device), opt.amp)
     if need_encoder:
         require_encoder(model)
-    return model, Path(opt.cluster_file or run_dir / infer.CLUSTER_FILE)
+    if opt.command == "encode":
+        return model, Path(opt.cluster_file or run_dir / infer.CLUSTER_FILE)
+    return model, infer.cluster_file_to_read(opt.cluster_file, run_dir, model, opt.trust_pickle,
+                                             needed=model.E is not None)
 
 
 def command_encode(opt):

@@ -224,7 +224,8 @@ def load_checkpoint(path, map_location="cpu"):
     checkpoint = read_weights(path, map_location)
     if not isinstance(checkpoint, dict) or not {"G", "D", "opt"} <= checkpoint.keys():
         raise UserError(f"{path} is not a checkpoint written by train.py; for NVIDIA's "
-                        "latest_net_G.pth use infer.py --official_checkpoint")
+                        "latest_net_G.pth pass the folder that holds it (--name, or "
+                        "--load_pretrain FOLDER), or use infer.py --official_checkpoint")
     return checkpoint
 
 

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 import data
 import evaluate
 import losses
+import official_folder
 import runs
 from runs import RunStopped, UserError
 from train_machinery import (ImagePool, Outputs, StopRequest, average_gradients,
@@ -232,7 +233,8 @@ def set_learning_rate(state, opt):
 
 def load_pretrained(G, D, E, path):
     """--load_pretrain: G1 (and E, when both runs have one) from a --netG global run, and its
-    D_k, as the official code. Returns how many of D's scales were loaded.
+    D_k, as the official code; the run is a folder of ours or of NVIDIA's trainer
+    (``official_folder``), or our .pt file. Returns how many of D's scales were loaded.
 
     The official discriminator names its scales from the coarsest (``scale0`` sees the most
     downsampled pair) and loads weights by name, so a run with more scales receives the loaded
@@ -243,10 +245,14 @@ def load_pretrained(G, D, E, path):
     a D_k whose shape differs (another --ndf or label set) keeps its fresh weights."""
     path = Path(path)
     file = runs.checkpoint_file(path) if path.is_dir() else path
-    if not file.is_file():
+    if path.is_dir() and official_folder.is_official_run(path):  # NVIDIA's latest_net_G.pth
+        file = official_folder.weights_file(path, "latest", "G")
+        pretrained = official_folder.pretrained_weights(path)
+    elif not file.is_file():
         raise UserError(f"--load_pretrain {path}: no checkpoint at {file}; pass the folder of "
                         "a --netG global run (checkpoints/NAME) or its .pt file")
-    pretrained = runs.load_checkpoint(file)
+    else:
+        pretrained = runs.load_checkpoint(file)
     try:
         if hasattr(G, "load_global_generator"):
             G.load_global_generator(pretrained["G"])
@@ -261,6 +267,8 @@ def load_pretrained(G, D, E, path):
             "have the same --label_nc, --no_instance, --instance_feat, --n_downsample_global, "
             "--n_blocks_global, and --ngf equal to this run's --ngf * 2^n_local_enhancers"
         ) from None
+    if pretrained["D"] is None:
+        return 0
     return load_discriminators_from_the_coarsest(D, pretrained["D"])
 
 
@@ -384,6 +392,8 @@ def main(argv=None):
     failure = None  # (message, exit code), reported once the error's traceback is gone
     try:
         with StopRequest() as stop:
+            if opt.continue_train:  # an official run's own options, where the command is silent
+                official_folder.adopt_options(opt, explicit_options(argv))
             result = train(opt, stop)
     except (UserError, data.DataError) as err:
         failure = runs.error_line(err), 2
@@ -464,14 +474,17 @@ def build_parser():
     g.add_argument("--niter_fix_global", type=runs.whole(0), default=0,
                    help="with --netG local: epochs that train only G2's layers, G1 fixed")
     g.add_argument("--load_pretrain", default="",
-                   help="a --netG global run (folder or .pt file) whose G1 and D_k start this run")
+                   help="a --netG global run whose G1 and D_k start this run: its folder (ours, "
+                        "or one written by the official code) or our .pt file")
     g.add_argument("--start_over", action="store_true",
                    help="start a new run where checkpoints_dir/name already holds one, moving "
                         "the old folder aside to name.replaced-DATE (nothing is deleted)")
     g.add_argument("--continue_train", action="store_true",
                    help="resume where checkpoints_dir/name/latest.pt (or epoch_N.pt with "
                         "--which_epoch N) stopped: the same batches, random states and "
-                        "schedule; bit for bit on the CPU, numerically close on CUDA")
+                        "schedule; bit for bit on the CPU, numerically close on CUDA. A folder "
+                        "written by the official code goes on from its latest_net_*.pth and "
+                        "iter.txt, with its opt.txt's architecture, and a fresh Adam")
     g.add_argument("--max_iters", type=runs.whole(1), default=None,
                    help="stop (and save) when the iteration count reaches N, counting the "
                         "iterations before a --continue_train")

@@ -34,6 +34,7 @@ from tqdm import tqdm
 import data
 import evaluate
 import infer
+import official_folder
 import runs
 import synthetic_city
 from runs import RunStopped, UserError
@@ -218,6 +219,8 @@ def checkpoint_to_resume(opt):
                             "--start_over to move its files aside and start again")
         return None
     path = runs.checkpoint_file(run_dir, opt.which_epoch)
+    if official_folder.is_official_run(run_dir, opt.which_epoch):
+        return official_folder.resume_state(opt, run_dir)
     if not path.is_file():
         raise UserError(f"--continue_train: {path} not found; drop --continue_train to start a "
                         "new run, or check --name and --which_epoch")
@@ -238,7 +241,8 @@ def existing_run(run_dir):
     3'); None when it holds none."""
     checkpoints = sorted(p.name for p in Path(run_dir).glob("*.pt"))
     if not checkpoints:
-        return None
+        official = sorted(p.name for p in Path(run_dir).glob("*_net_G.pth"))
+        return f"NVIDIA's {', '.join(official)}" if official else None
     if "latest.pt" not in checkpoints:
         return ", ".join(checkpoints)
     try:  # mmap: only the counters are read, not gigabytes of weights
@@ -255,6 +259,8 @@ def restore(state, resume, opt, procs, n_images):
     built for the stage the checkpoint was saved in), the scaler, the pool, the class counts, the
     counters and every random generator. Whether its epoch was complete is decided by its own
     batches: ``n_images`` over the processes and batch size it was saved with."""
+    if resume.get("official"):
+        return restore_official(state, resume, opt, procs, n_images)
     path = resume["path"]
     epoch, epoch_iter = resume["epoch"], resume["epoch_iter"]
     saved_layout = resume["world_size"], resume["opt"]["batchSize"]
@@ -284,6 +290,28 @@ def restore(state, resume, opt, procs, n_images):
     if epoch_iter >= saved_batches:  # saved at the end of an epoch
         state.epoch, state.epoch_iter = epoch + 1, 0
     procs.say(f"Resumed {path} at epoch {state.epoch}, iteration {state.iteration}")
+
+
+def restore_official(state, resume, opt, procs, n_images):
+    """An official run's weights and where it stopped into ``state``. Its iter.txt counts the
+    images done in the epoch; the epoch goes on for the batches it had left (in this run's order,
+    as the official code draws a new one). Its folder holds no optimizer state, image pool or
+    random states (the official code saves none): Adam starts afresh, as the official
+    --continue_train does, and the learning rate is the schedule's for the epoch."""
+    state.G.load_state_dict(resume["G"])
+    state.D.load_state_dict(resume["D"])
+    if state.E is not None:
+        state.E.load_state_dict(resume["E"])
+    n_batches = math.ceil(math.ceil(n_images / procs.world_size) / opt.batchSize)
+    done = math.ceil(resume["images_done"] / (procs.world_size * opt.batchSize))
+    state.epoch, state.epoch_iter = resume["epoch"], done
+    if done >= n_batches:  # the official code saved at the end of an epoch
+        state.epoch, state.epoch_iter = state.epoch + 1, 0
+    state.iteration = (state.epoch - 1) * n_batches + state.epoch_iter
+    procs.say(f"Resumed NVIDIA's {resume['path']} at epoch {state.epoch}, iteration "
+              f"{state.iteration} ({resume['images_done']} images into epoch {resume['epoch']}); "
+              "its folder holds no optimizer state, so Adam starts afresh, as the official "
+              "--continue_train does")
 
 
 def training_data(opt, procs):
