@@ -120,6 +120,13 @@ def add_run_options(parser, seed_help, name_default=None):
                    help="mixed precision (autocast): bf16, or fp16 on GPUs without native bf16; "
                         "default: on with CUDA, off on the CPU")
     g.add_argument("--seed", type=whole(0), default=0, help=seed_help)
+    return g
+
+
+def add_official_run_options(parser):
+    """The official code's flags for the device and the precision, and the two it has for
+    launchers and printing, read by ``resolve_run_options``."""
+    g = parser.add_argument_group("official flags for the device and precision")
     g.add_argument("--gpu_ids", default=None,
                    help="official: one GPU id (N: cuda:N) or -1 for the CPU; several GPUs run "
                         "as one process each under torchrun")
@@ -134,10 +141,11 @@ def add_run_options(parser, seed_help, name_default=None):
     return g
 
 
-def resolve_run_options(opt):
-    """The official flags of ``add_run_options`` said in this project's terms, in place:
-    --gpu_ids as --device (and the GPU), --fp16 and --data_type as --amp. A UserError for what
-    cannot apply, naming what to do instead."""
+def resolve_run_options(opt, program, distributed=False):
+    """The official flags of ``add_official_run_options`` said in this project's terms, in
+    place: --gpu_ids as --device (and the GPU), --fp16 and --data_type as --amp. A UserError
+    for what cannot apply, naming what to do instead. ``program`` is the command's file name;
+    ``distributed``: it runs under torchrun on several GPUs (train.py)."""
     if opt.model != "pix2pixHD":
         raise UserError(f"--model {opt.model}: only pix2pixHD is here (the official 'ui' model "
                         "is their interactive editor: use manipulate.py restyle)")
@@ -157,10 +165,10 @@ def resolve_run_options(opt):
     if given:
         opt.amp = next(iter(given.values()))
     if opt.gpu_ids is not None:
-        resolve_gpu_ids(opt)
+        resolve_gpu_ids(opt, program, distributed)
 
 
-def resolve_gpu_ids(opt):
+def resolve_gpu_ids(opt, program, distributed):
     """--gpu_ids -1: the CPU; N: CUDA device N (the official torch.cuda.set_device); several:
     refused with the torchrun command that runs them, one process per GPU."""
     try:
@@ -173,13 +181,16 @@ def resolve_gpu_ids(opt):
     if opt.device not in ("auto", device):
         raise UserError(f"--gpu_ids {opt.gpu_ids} and --device {opt.device} contradict each "
                         "other; pass one")
+    if len(ids) > 1 and not distributed:
+        raise UserError(f"--gpu_ids {opt.gpu_ids}: {program} runs on one GPU: "
+                        f"pass one id, such as --gpu_ids {ids[0]}")
     if len(ids) > 1:
         n, batch = len(ids), getattr(opt, "batchSize", 1)
         per_gpu = (f"the official --batchSize {batch} over {n} GPUs is --batchSize {batch // n}"
                    if batch % n == 0 else "--batchSize is per GPU")
         raise UserError(
             f"--gpu_ids {opt.gpu_ids}: several GPUs run as one process each here (DDP, not the "
-            f"official DataParallel): torchrun --nproc_per_node {n} {Path(sys.argv[0]).name} "
+            f"official DataParallel): torchrun --nproc_per_node {n} {program} "
             f"... without --gpu_ids (CUDA_VISIBLE_DEVICES={','.join(map(str, ids))} picks "
             f"them); {per_gpu}")
     opt.device = device
@@ -201,9 +212,10 @@ def describe_networks(networks_by_name):
             print(f"{name}: {sum(p.numel() for p in net.parameters()):,} parameters")
 
 
-def add_model_options(parser):
+def add_model_options(parser, given_only=False):
     """The flags of ARCHITECTURE_OPTIONS that shape G, D and E (the official names and defaults,
-    which are the paper's unless a help line says otherwise)."""
+    which are the paper's unless a help line says otherwise). ``given_only``: no defaults, so
+    only the flags on the command line are set (a trained model has its own values)."""
     g = parser.add_argument_group("model")
     g.add_argument("--netG", default="global", choices=["global", "local"],
                    help="global: G1 alone; local: G1 inside the local enhancer G2 (sec. 3.2)")
@@ -241,7 +253,22 @@ def add_model_options(parser):
     g.add_argument("--use_dropout", action="store_true",
                    help="dropout (p 0.5) in G's residual blocks (the official code accepts the "
                         "flag but never uses it)")
+    if given_only:  # absent from the namespace unless given (argparse's SUPPRESS)
+        for action in parser._actions:
+            if action.dest in ARCHITECTURE_OPTIONS:
+                action.default = argparse.SUPPRESS
     return g
+
+
+def check_architecture(given, saved, source):
+    """The architecture flags a user ``given`` (a dict) for a trained model must be its own
+    (``saved``): they describe it, as in the official test scripts, and cannot change it."""
+    saved = vars(architecture(saved))
+    differ = [k for k in ARCHITECTURE_OPTIONS if k in given and given[k] != saved.get(k)]
+    if differ:
+        raise UserError(f"{source} was trained with " + ", ".join(
+            f"{k} {saved.get(k)} (given: {given[k]})" for k in differ)
+            + "; drop those flags: a trained model brings its own")
 
 
 def architecture(opt):
@@ -430,7 +457,8 @@ def check_output_image(path, flag):
 # train.py; commands that read a trained model take fewer of them from the user (the rest are
 # the model's own).
 DATA_FLAGS = {"root": "--dataroot", "label_nc": "--label_nc", "no_instance": "--no_instance",
-              "load_size": "--loadSize"}
+              "load_size": "--loadSize", "input_nc": "--input_nc", "output_nc": "--output_nc",
+              "load_features": "--load_features"}
 
 
 def error_line(err, flags=DATA_FLAGS):

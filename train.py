@@ -394,7 +394,7 @@ def main(argv=None):
         opt.niter_decay, opt.max_dataset_size = 0, min(opt.max_dataset_size or 10, 10)
     failure = None  # (message, exit code), reported once the error's traceback is gone
     try:
-        runs.resolve_run_options(opt)
+        runs.resolve_run_options(opt, "train.py", distributed=True)
         if opt.n_clusters is not None:
             raise UserError("--n_clusters is K of the K-means after training: pass it to "
                             "`python manipulate.py encode --n_clusters K`; train.py does not "
@@ -453,6 +453,7 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     runs.add_run_options(p, name_default="label2city",
                          seed_help="seed of the weights, the data order and the augmentation")
+    runs.add_official_run_options(p)
 
     g = p.add_argument_group("data")
     g.add_argument("--dataroot", default=None,

@@ -325,8 +325,8 @@ def training_data(opt, procs):
         input_nc=opt.input_nc, output_nc=opt.output_nc, load_features=opt.load_features,
         max_dataset_size=opt.max_dataset_size)), opt.seed)
     if not dataset[0]["has_image"]:
-        raise UserError(f"--dataroot {opt.dataroot}: the {opt.phase} split has no photos "
-                        "(train_img/ or leftImg8bit/); training needs them")
+        raise UserError(f"--dataroot {opt.dataroot}: the training split has no photos "
+                        f"({opt.phase}_img/ or leftImg8bit/); training needs them")
     # --serial_batches: the files in their sorted order every epoch, as the official flag
     sampler = DistributedSampler(dataset, num_replicas=procs.world_size, rank=procs.rank,
                                  shuffle=not opt.serial_batches, seed=opt.seed)
