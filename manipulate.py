@@ -403,7 +403,6 @@ def add_model_options(parser):
     """The run to load and its cluster file: shared by every command, here and in
     ``synthetic_city.py evaluate``."""
     g = runs.add_run_options(parser, seed_help="seed of K-means and of cluster draws")
-    runs.add_official_run_options(parser)
     g.add_argument("--cluster_file", default=None,
                    help=f"K-means centres (default: checkpoints_dir/name/{infer.CLUSTER_FILE})")
     g.add_argument("--allow_other_clusters", action="store_true",
@@ -489,6 +488,8 @@ def build_parser():
                    help="grid PNG (default results/NAME/gallery/STEM_ID.png)")
     g.add_argument("--zoom", action="store_true", help="crop the tiles around the instance")
     g.add_argument("--columns", type=runs.whole(1), default=4, help="tiles per row")
+    for q in commands.choices.values():
+        runs.add_official_run_options(q)
     return p
 
 

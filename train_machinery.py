@@ -174,6 +174,9 @@ def check_options(opt, synthetic):
     if opt.niter_fix_global and opt.netG != "local":
         raise UserError("--niter_fix_global keeps G1 fixed around a local enhancer: it needs "
                         "--netG local")
+    if opt.val_freq and opt.load_features:
+        raise UserError("--val_freq synthesizes the validation split with E's features, and a "
+                        "--load_features run has no E to give them: drop --val_freq")
     if opt.val_freq and not opt.val_segmenter:
         raise UserError("--val_freq needs --val_segmenter, the segmenter that scores the split "
                         "(python evaluate.py segmenter writes one for the synthetic city)")
@@ -700,7 +703,8 @@ class Validation:
             x = data.generator_input(label.to(device), inst.to(device), opt.label_nc,
                                      opt.no_instance)
             if state.E is not None:
-                x = torch.cat([x, state.E(photo.to(device), inst.to(device))], dim=1)
+                regions = runs.feature_regions(opt, label, inst).to(device)
+                x = torch.cat([x, state.E(photo.to(device), regions)], dim=1)
             return state.G(x).float()
 
 
