@@ -469,7 +469,12 @@ def build_parser():
                             "are read in order, never flipped")
     g.add_argument("--batchSize", type=runs.whole(1), default=1,
                    help="accepted as the official test.py, which forces 1: one image at a time")
+    add_feature_options(p)
+    add_output_options(p)
+    return p
 
+
+def add_feature_options(p):
     g = p.add_argument_group("instance features (sec. 3.4, models trained with --instance_feat)")
     g.add_argument("--feature_source", default=None,
                    choices=["encoded", "clusters", "precomputed"],
@@ -485,6 +490,8 @@ def build_parser():
     g.add_argument("--allow_other_clusters", action="store_true",
                    help="use a cluster file made for another model's encoder (refused otherwise)")
 
+
+def add_output_options(p):
     g = p.add_argument_group("output")
     g.add_argument("--results_dir", default="./results",
                    help="pages go to results_dir/name/<phase>_<which_epoch>/")
@@ -497,7 +504,6 @@ def build_parser():
     g.add_argument("--no_html", action="store_true", help="no index.html, only the images")
     for flag, instead in REFUSED_TEST_FLAGS.items():
         g.add_argument(flag, nargs="?", const="", default=None, help=f"refused: {instead}")
-    return p
 
 
 # Official test.py flags that cannot apply here, and what to do instead.
@@ -507,6 +513,7 @@ REFUSED_TEST_FLAGS = {
     "--onnx": "TensorRT is not run here; synthesize with PyTorch (infer.py)",
     "--tf_log": "TensorBoard logs training (train.py --tf_log); infer.py writes index.html",
     "--n_clusters": "K is chosen when clustering: manipulate.py encode --n_clusters K",
+    "--niter_fix_global": "a training option (G1 fixed for the first epochs): train.py",
 }
 
 

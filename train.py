@@ -527,7 +527,11 @@ def build_parser():
                         "deterministic CUDA kernel (the CPU is deterministic without it)")
 
     evaluate.add_validation_options(p)
+    add_output_options(p)
+    return p
 
+
+def add_output_options(p):
     g = p.add_argument_group("output")
     g.add_argument("--display_freq", type=runs.whole(1), default=100,
                    help="iterations between sample grids (label | synthesized | real)")
@@ -544,7 +548,6 @@ def build_parser():
     g.add_argument("--tf_log", action="store_true",
                    help="TensorBoard scalars and samples in checkpoints_dir/name/logs "
                         "(pip install tensorboard)")
-    return p
 
 
 def explicit_options(argv):

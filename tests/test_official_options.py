@@ -39,6 +39,32 @@ def train_run(capsys, city, ckpt, *extra, name="run"):
                                     *TINY, *extra], capsys)
 
 
+# The options of NVIDIA's options/base_options.py, train_options.py and test_options.py.
+OFFICIAL_BASE = """name gpu_ids checkpoints_dir model norm use_dropout data_type verbose fp16
+    local_rank batchSize loadSize fineSize label_nc input_nc output_nc dataroot resize_or_crop
+    serial_batches no_flip nThreads max_dataset_size display_winsize tf_log netG ngf
+    n_downsample_global n_blocks_global n_blocks_local n_local_enhancers niter_fix_global
+    no_instance instance_feat label_feat feat_num load_features n_downsample_E nef
+    n_clusters""".split()
+OFFICIAL_TRAIN = """display_freq print_freq save_latest_freq save_epoch_freq no_html debug
+    continue_train load_pretrain which_epoch phase niter niter_decay beta1 lr num_D n_layers_D ndf
+    lambda_feat no_ganFeat_loss no_vgg_loss no_lsgan pool_size""".split()
+OFFICIAL_TEST = """ntest results_dir aspect_ratio phase which_epoch how_many cluster_path
+    use_encoded_image export_onnx engine onnx""".split()
+
+
+def known_flags(parser):
+    return {flag[2:] for action in parser._actions for flag in action.option_strings}
+
+
+def test_every_official_option_is_known_to_train_and_infer():
+    """Each is accepted with its meaning or refused in one line (the tests below); none is an
+    unknown flag. (--export_onnx is the ONNX export, which another part of this work adds.)"""
+    assert set(OFFICIAL_BASE + OFFICIAL_TRAIN) - known_flags(train.build_parser()) == set()
+    assert set(OFFICIAL_BASE + OFFICIAL_TEST) - known_flags(infer.build_parser()) <= {
+        "export_onnx"}
+
+
 # --------------------------------------------------------------------------------------------
 # Device and precision: --gpu_ids, --fp16, --data_type, and the flags that cannot apply
 # --------------------------------------------------------------------------------------------
@@ -85,7 +111,8 @@ def test_gpu_id_without_cuda_points_to_the_cpu(city, tmp_path, capsys):
 
 @pytest.mark.parametrize("flag, message", [
     ("--ntest", "--how_many N"), ("--engine", "TensorRT"), ("--onnx", "TensorRT"),
-    ("--tf_log", "train.py --tf_log"), ("--n_clusters", "manipulate.py encode --n_clusters")])
+    ("--tf_log", "train.py --tf_log"), ("--n_clusters", "manipulate.py encode --n_clusters"),
+    ("--niter_fix_global", "a training option")])
 def test_official_test_flags_that_cannot_apply_are_one_line(flag, message, city, capsys):
     code, _, err = run_command(infer.main, ["--name", "x", "--dataroot", city, flag], capsys)
     assert code == 2 and err.startswith(f"infer.py: {flag}: ") and message in err
