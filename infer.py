@@ -304,7 +304,8 @@ def load_inputs(label_path, inst_path, image_path, opt):
     ``inference_dataset`` does for a split (``data.read_triplet``). Without an instance map the
     label map doubles as one, so the boundary channel marks class boundaries."""
     label, inst, image = data.read_triplet(label_path, inst_path, image_path, opt.label_nc,
-                                           lambda size: inference_geometry(size, opt))
+                                           lambda size: inference_geometry(size, opt),
+                                           opt.input_nc, opt.output_nc)
     label = label[None]                                                  # (1, 1 or 3, H, W)
     if inst is not None:
         inst = inst[None]                                                # (1, 1, H, W)
@@ -602,6 +603,9 @@ def check_command(opt):
     if opt.label is not None:
         if opt.out is None:
             raise UserError("--label needs --out O.png, the file to write")
+        if opt.feature_source == "precomputed":
+            raise UserError("--feature_source precomputed reads a split's <phase>_feat/ maps: "
+                            "pass --dataroot, or use encoded (with --image) or clusters")
         runs.check_output_image(opt.out, "--out")
         return None
     if opt.dataroot is None:

@@ -207,6 +207,12 @@ def test_grey_and_rgba_photos_train_and_infer(mode, channels, city, tmp_path, ca
     out = Image.open(next((tmp_path / "r" / "run" / "test_latest" / "images").glob(
         "*_synthesized.png")))
     assert (out.mode, out.size) == (mode, (64, 32))
+    files = [next((root / f"test_{k}").iterdir()) for k in ("label", "inst", "img")]
+    code, _, err = run_command(infer.main, [
+        "--name", "run", "--checkpoints_dir", tmp_path / "ck", "--gpu_ids", "-1", "--label",
+        files[0], "--inst", files[1], "--image", files[2], "--out", tmp_path / "one.png"], capsys)
+    assert code == 0, err
+    assert Image.open(tmp_path / "one.png").tobytes() == out.tobytes()  # as the split gave
     code, _, err = train_run(capsys, city, tmp_path / "ck", "--output_nc", str(channels),
                              name="rgb")  # RGB photos, other output_nc: refused, with the fix
     assert code == 2 and "has 3 channels (PIL mode RGB)" in err and "--output_nc 3" in err
