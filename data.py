@@ -568,18 +568,18 @@ def transform(image, geometry, resample):
 
 def to_tensor(image):
     """PIL picture of C channels -> (C, H, W) float32 in [-1, 1]: (x / 255 - 0.5) / 0.5, the
-    official ToTensor + Normalize; a 16-bit grey picture (read as mode F by ``read_picture``)
-    is divided by 65535 instead, and clamped, as bicubic resizing may overshoot."""
+    official ToTensor + Normalize; a 16-bit grey picture (mode F in [0, 1], as ``read_picture``
+    makes it) is clamped to [0, 1] instead, as bicubic resizing may overshoot."""
     x = torch.from_numpy(np.array(image, dtype=np.float32))    # (H, W) or (H, W, C)
     x = x.reshape(*x.shape[:2], -1).permute(2, 0, 1)            # (C, H, W)
     if image.mode == "F":
-        return ((x / 65535).clamp(0, 1) - 0.5) / 0.5
+        return (x.clamp(0, 1) - 0.5) / 0.5
     return (x / 255 - 0.5) / 0.5
 
 
 # Channels of a picture in each PIL mode that can hold a photo.
-MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "F": 1, "LA": 2,
-                 "RGB": 3, "YCbCr": 3, "RGBA": 4, "CMYK": 4}
+MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "LA": 2, "RGB": 3,
+                 "YCbCr": 3, "RGBA": 4}
 
 
 def read_picture(image, path, channels, argument):
@@ -587,7 +587,8 @@ def read_picture(image, path, channels, argument):
     picture as RGB, as the official code (a grey photo becomes three equal channels, alpha is
     dropped). Otherwise the file must have exactly ``channels``: converting a colour photo to
     grey, or dropping an alpha or depth channel, would change the data silently. 16-bit grey
-    stays 16-bit (as mode F, 0..65535); 8-bit is mode L."""
+    stays 16-bit (as mode F, x / 65535); 8-bit is mode L. Float pictures (mode F) have no fixed
+    range and CMYK is no RGBA, so both are refused."""
     if channels == 3:
         return image.convert("RGB")
     if image.mode in ("P", "PA"):
@@ -598,6 +599,6 @@ def read_picture(image, path, channels, argument):
         raise DataError(f"{path} has {found or 'an unknown number of'} channels (PIL mode "
                         f"{image.mode}) but {argument} is {channels}: save it with {channels} "
                         "channels", fix=(argument, found) if found else None)
-    if image.mode.startswith("I") or image.mode == "F":
-        return image.convert("F") if image.mode != "F" else image
+    if image.mode.startswith("I"):
+        return Image.fromarray(np.asarray(image, dtype=np.float32) / 65535)
     return image.convert({1: "L", 2: "LA", 4: "RGBA"}[channels])

@@ -348,6 +348,10 @@ def gallery(model, label, inst, features, instance_id, centers):
 
 
 def require_encoder(model):
+    if model.E is None and model.opt.load_features:
+        raise UserError(f"{model.source}: this checkpoint has no encoder E (it learned from "
+                        "precomputed feature maps, --load_features): use the run whose E made "
+                        "them")
     if model.E is None:
         raise UserError(f"{model.source}: this checkpoint has no encoder E (trained without "
                         "--instance_feat); train with --instance_feat to manipulate instances")
@@ -508,6 +512,8 @@ def open_model(opt):
     run_dir = Path(opt.checkpoints_dir) / opt.name
     model = infer.load_model(runs.checkpoint_file(run_dir, opt.which_epoch),
                              runs.pick_device(opt.device), opt.amp)
+    if opt.verbose:
+        runs.describe_networks({"G": model.G, "E": model.E})
     require_encoder(model)
     return model, Path(opt.cluster_file or run_dir / infer.CLUSTER_FILE)
 
