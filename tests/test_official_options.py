@@ -218,6 +218,35 @@ def test_grey_and_rgba_photos_train_and_infer(mode, channels, city, tmp_path, ca
     assert code == 2 and "has 3 channels (PIL mode RGB)" in err and "--output_nc 3" in err
 
 
+def test_label_nc_0_reads_an_input_picture_of_input_nc_channels(city, tmp_path, capsys):
+    """--label_nc 0 --input_nc 1: grey input pictures (train_A/) to RGB photos (train_B/); an RGB
+    input with --input_nc 1 is refused, naming the fix."""
+    root = tmp_path / "pictures"
+    for phase in ("train", "test"):
+        for side, mode in (("A", "L"), ("B", "RGB")):
+            (root / f"{phase}_{side}").mkdir(parents=True)
+            for f in (city / f"{phase}_img").iterdir():
+                Image.open(f).convert(mode).save(root / f"{phase}_{side}" / f.name)
+    code, _, err = train_run(capsys, root, tmp_path / "ck", "--label_nc", "0", "--input_nc", "1",
+                             "--no_instance")
+    assert code == 0, err
+    saved = runs.load_checkpoint(tmp_path / "ck" / "run" / "latest.pt")
+    assert saved["G"]["front.stem.conv.weight"].shape[1] == 1
+    code, _, err = run_command(infer.main, ["--name", "run", "--checkpoints_dir", tmp_path / "ck",
+                                            "--dataroot", root, "--results_dir", tmp_path / "r",
+                                            "--gpu_ids", "-1", "--nThreads", "0"], capsys)
+    assert code == 0, err
+    label = Image.open(next((tmp_path / "r" / "run" / "test_latest" / "images").glob(
+        "*_label.png")))
+    assert label.mode == "L"  # the input picture itself, as it was read
+    for f in (root / "train_A").iterdir():
+        Image.open(f).convert("RGB").save(f)
+    code, _, err = train_run(capsys, root, tmp_path / "ck", "--label_nc", "0", "--input_nc", "1",
+                             "--no_instance", name="rgb")
+    assert code == 2 and "has 3 channels (PIL mode RGB) but input_nc is 1" in err
+    assert "or pass --input_nc 3" in err
+
+
 # --------------------------------------------------------------------------------------------
 # Networks: --norm batch, --use_dropout; older checkpoints
 # --------------------------------------------------------------------------------------------
