@@ -351,7 +351,7 @@ def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=N
                 how_many=None, num_workers=0, aspect_ratio=1.0, page_width=None):
     """Synthesize every label map of ``dataroot``'s ``phase`` split into ``out_dir/images`` and
     write ``out_dir/index.html`` (its images ``page_width`` pixels wide when given; no page
-    when False). ``aspect_ratio``: the official test option (``save_result``). Returns (number
+    when False). ``aspect_ratio``: the official test option (``stretch``). Returns (number
     of images, images per second of synthesis)."""
     opt = model.opt
     dataset = inference_dataset(opt, dataroot, phase, feature_source == "precomputed")
@@ -378,26 +378,28 @@ def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=N
         seconds += time.perf_counter() - start
         row = {"stem": stem, "label": f"images/{stem}_label.png",
                "synthesized": f"images/{stem}_synthesized.png"}
-        data.label_to_image(batch["label"][0], opt.label_nc).save(images / f"{stem}_label.png")
-        save_result(fake[0], images / f"{stem}_synthesized.png", aspect_ratio)
+        stretch(data.label_to_image(batch["label"][0], opt.label_nc), aspect_ratio).save(
+            images / f"{stem}_label.png")
+        stretch(data.tensor_to_image(fake[0]), aspect_ratio).save(
+            images / f"{stem}_synthesized.png")
         if has_image:
             row["real"] = f"images/{stem}_real.png"
-            save_result(batch["image"][0], images / f"{stem}_real.png", aspect_ratio)
+            stretch(data.tensor_to_image(batch["image"][0]), aspect_ratio).save(
+                images / f"{stem}_real.png")
         rows.append(row)
     if page_width is not False:
         write_index_html(Path(out_dir) / "index.html", rows, title=str(out_dir), width=page_width)
     return len(rows), len(rows) / max(seconds, 1e-9)
 
 
-def save_result(image, path, aspect_ratio=1.0):
-    """A (C, H, W) image in [-1, 1] as a PNG, stretched as the official --aspect_ratio: wider by
-    that factor when above 1, taller by its inverse when below (bicubic)."""
-    picture = data.tensor_to_image(image.cpu())
+def stretch(picture, aspect_ratio=1.0):
+    """A result picture as the official --aspect_ratio saves it: wider by that factor when above
+    1, taller by its inverse when below (bicubic, as theirs)."""
+    if aspect_ratio == 1.0:
+        return picture
     W, H = picture.size
-    if aspect_ratio != 1.0:
-        size = (round(W * aspect_ratio), H) if aspect_ratio > 1 else (W, round(H / aspect_ratio))
-        picture = picture.resize(size, Image.BICUBIC)
-    picture.save(path)
+    size = (round(W * aspect_ratio), H) if aspect_ratio > 1 else (W, round(H / aspect_ratio))
+    return picture.resize(size, Image.BICUBIC)
 
 
 def run_files(model, label_path, inst_path, image_path, out_path, feature_source=None,

@@ -409,6 +409,6 @@ def test_infer_aspect_ratio_stretches_and_architecture_flags_must_be_the_models(
     code, _, err = run_command(infer.main, [*flags, "--aspect_ratio", "2", "--ngf", "8"], capsys)
     assert code == 0, err
     images = tmp_path / "r" / "run" / "test_latest" / "images"
-    assert Image.open(next(images.glob("*_synthesized.png"))).size == (128, 32)
+    assert {Image.open(f).size for f in images.iterdir()} == {(128, 32)}  # label, fake, real
     code, _, err = run_command(infer.main, [*flags, "--netG", "local", "--ngf", "32"], capsys)
     assert code == 2 and "was trained with netG global (given: local), ngf 8 (given: 32)" in err
