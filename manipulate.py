@@ -512,7 +512,7 @@ def open_model(opt):
     run_dir = Path(opt.checkpoints_dir) / opt.name
     model = infer.load_model(runs.checkpoint_file(run_dir, opt.which_epoch),
                              runs.pick_device(opt.device), opt.amp)
-    if opt.verbose:
+    if getattr(opt, "verbose", False):  # synthetic_city.py evaluate has no --verbose
         runs.describe_networks({"G": model.G, "E": model.E})
     require_encoder(model)
     return model, Path(opt.cluster_file or run_dir / infer.CLUSTER_FILE)
