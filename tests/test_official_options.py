@@ -17,6 +17,7 @@ from PIL import Image
 
 import data
 import infer
+import manipulate
 import runs
 import synthetic_city
 import train
@@ -325,6 +326,15 @@ def test_label_feat_gives_one_feature_per_class_region(city, tmp_path, capsys):
         cars = inst[(inst >= 26000) & (inst < 27000)].unique()
         most_cars = max(most_cars, len(cars))
     assert most_cars >= 2  # several cars in one map got one feature, not one each
+    flags = ["--name", "run", "--checkpoints_dir", tmp_path, "--gpu_ids", "-1"]
+    code, out, err = run_command(manipulate.main, ["encode", *flags, "--dataroot", city], capsys)
+    assert code == 0, err
+    clusters = infer.load_clusters(tmp_path / "run" / "clusters.npz")
+    assert all(c < 1000 for c in clusters)  # one entry per class, keyed by the label id
+    code, _, err = run_command(infer.main, [*flags, "--dataroot", city, "--feature_source",
+                                            "clusters", "--results_dir", tmp_path / "r",
+                                            "--nThreads", "0"], capsys)
+    assert code == 0, err
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,17 +375,19 @@ def test_tf_log_without_tensorboard_is_one_line_before_anything_is_written(
     assert not (tmp_path / "run").exists()
 
 
-def test_debug_is_one_short_epoch_shown_at_every_iteration_and_no_html_writes_no_page(
+def test_debug_is_one_short_epoch_shown_at_every_iteration_with_batch_norm_and_dropout(
         city, tmp_path, capsys):
     code, out, err = run_command(train.main, [
         "--dataroot", city, "--checkpoints_dir", tmp_path, "--name", "run", *TINY[:-2],
-        "--display_freq", "100", "--debug", "--no_html", "--verbose"], capsys)
+        "--display_freq", "100", "--debug", "--no_html", "--verbose", "--norm", "batch",
+        "--use_dropout"], capsys)
     assert code == 0, err
     saved = runs.load_checkpoint(tmp_path / "run" / "latest.pt")
+    assert saved["G"]["residual.block1.norm1.running_mean"].abs().sum() > 0  # batch norm ran
     assert (saved["epoch"], saved["iteration"]) == (1, 3)  # 3 images, one epoch, then done
     assert len(list((tmp_path / "run" / "samples").glob("*.png"))) == 3
     assert not (tmp_path / "run" / "web").exists()
-    n_G = sum(v.numel() for v in saved["G"].values())
+    n_G = sum(p.numel() for p in runs.build_networks(saved["opt"])[0].parameters())
     assert f"G: {n_G:,} parameters" in out and "GlobalGenerator(" in out
 
 
