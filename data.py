@@ -105,7 +105,7 @@ def generator_input(label, inst, label_nc, no_instance=False):
 # The paired dataset: reading, checking, resizing
 # ---------------------------------------------------------------------------------------------
 
-RESIZE_OR_CROP = ("none", "resize_and_crop", "scale_width", "scale_width_and_crop")
+RESIZE_OR_CROP = ("none", "resize_and_crop", "crop", "scale_width", "scale_width_and_crop")
 
 
 class PairedDataset(torch.utils.data.Dataset):
@@ -116,7 +116,13 @@ class PairedDataset(torch.utils.data.Dataset):
       Cityscapes  ROOT/gtFine/{phase}/{city}/*_gtFine_labelIds.png, *_gtFine_instanceIds.png,
                   ROOT/leftImg8bit/{phase}/{city}/*_leftImg8bit.png
     and with ``label_nc`` 0 (RGB inputs, e.g. edges -> photo): ROOT/{phase}_A/ -> ROOT/{phase}_B/,
-    instance maps from ROOT/{phase}_inst/ unless ``no_instance``.
+    instance maps from ROOT/{phase}_inst/ unless ``no_instance``. With ``load_features``,
+    precomputed feature maps (RGB pictures of E's features) from ROOT/{phase}_feat/.
+    ``max_dataset_size`` keeps the first N label maps by stem.
+
+    Photos have ``output_nc`` channels (inputs with ``label_nc`` 0, ``input_nc``): 3 reads any
+    picture as RGB, as the official code; 1 (grey, 8 or 16 bits, e.g. depth), 2 (grey + alpha)
+    and 4 (RGBA) need a file of exactly that many channels (``read_picture``).
 
     Files pair by stem, the file name without its extension and Cityscapes suffix
     (``aachen_000000_000019`` for ``aachen_000000_000019_gtFine_labelIds.png``, ``a`` for
@@ -126,7 +132,7 @@ class PairedDataset(torch.utils.data.Dataset):
 
     Preprocessing (official ``get_params`` / ``get_transform``), the same random draw for s, I, x:
       1. ``scale_width``*: width -> ``load_size``, height -> int(load_size * H / W);
-         ``resize_and_crop``: -> load_size x load_size; ``none``: kept;
+         ``resize_and_crop``: -> load_size x load_size; ``none`` and ``crop``: kept;
       2. ``*_crop``: a fine_size x fine_size crop, random when ``is_train``, central otherwise;
       3. each side rounded to the nearest multiple of ``size_multiple`` (G's total downsampling).
          The official code does this for ``none`` only; we always do, as G needs it;
@@ -138,38 +144,60 @@ class PairedDataset(torch.utils.data.Dataset):
     ``__getitem__`` -> dict:
       ``label``  (1, H, W) int64 ids, or (3, H, W) float in [-1, 1] when ``label_nc`` is 0;
       ``inst``   (1, H, W) int64 instance ids (zeros when ``no_instance``);
-      ``image``  (3, H, W) float32 in [-1, 1], x / 127.5 - 1 (zeros when ``has_image`` is False);
-      ``has_image`` bool;  ``path`` the label map's path.
+      ``image``  (output_nc, H, W) float32 in [-1, 1], x / 127.5 - 1 (zeros when ``has_image``
+                 is False);
+      ``has_image`` bool;  ``path`` the label map's path;
+      ``feat``   with ``load_features``: (3, H, W) float32 in [-1, 1], resized like the label map.
     """
 
     def __init__(self, root, phase="train", label_nc=35, no_instance=False, load_size=1024,
                  fine_size=512, resize_or_crop="scale_width", no_flip=False, size_multiple=16,
-                 is_train=True):
+                 is_train=True, input_nc=3, output_nc=3, load_features=False,
+                 max_dataset_size=None):
         if resize_or_crop not in RESIZE_OR_CROP:
             raise ValueError(f"resize_or_crop {resize_or_crop!r}: choose one of {RESIZE_OR_CROP}")
         self.root, self.phase, self.label_nc = Path(root), phase, label_nc
         self.no_instance, self.load_size, self.fine_size = no_instance, load_size, fine_size
         self.resize_or_crop, self.no_flip = resize_or_crop, no_flip
         self.size_multiple, self.is_train = size_multiple, is_train
+        self.input_nc, self.output_nc = input_nc, output_nc
         self.layout, labels, insts, images = discover(self.root, phase, label_nc, no_instance)
-        self.stems = sorted(labels)
+        self.stems = sorted(labels)[:max_dataset_size]
         self.label_paths = [labels[s] for s in self.stems]
         self.inst_paths = [insts[s] for s in self.stems] if insts is not None else None
         self.image_paths = [images[s] for s in self.stems] if images is not None else None
+        self.feat_paths = None
+        if load_features:
+            feat_dir = self.root / f"{phase}_feat"
+            feats = index_folder(feat_dir, None) if feat_dir.is_dir() else {}
+            check_all_paired({s: labels[s] for s in self.stems}, feats, feat_dir,
+                             "precomputed feature map", "precompute them (manipulate.py "
+                             "precompute) or drop load_features", fix=("load_features", None))
+            self.feat_paths = [feats[s] for s in self.stems]
 
     def __len__(self):
         return len(self.stems)
 
     def __getitem__(self, index):
+        drawn = []  # (the label map's size, the geometry drawn for it), for the feature map
+
+        def geometry(size):
+            drawn.append((size, self.draw_geometry(size)))
+            return drawn[-1][1]
+
         label, inst, image = read_triplet(
             self.label_paths[index], self.inst_paths[index] if self.inst_paths else None,
             self.image_paths[index] if self.image_paths else None, self.label_nc,
-            self.draw_geometry)
+            geometry, self.input_nc, self.output_nc)
         H, W = label.shape[-2:]
-        return {"label": label,
+        item = {"label": label,
                 "inst": inst if inst is not None else torch.zeros(1, H, W, dtype=torch.int64),
-                "image": image if image is not None else torch.zeros(3, H, W),
+                "image": image if image is not None else torch.zeros(self.output_nc, H, W),
                 "has_image": image is not None, "path": str(self.label_paths[index])}
+        if self.feat_paths is not None:
+            item["feat"] = read_feature_map(self.feat_paths[index], self.label_paths[index],
+                                            *drawn[0])
+        return item
 
     def draw_geometry(self, size):
         """This dataset's random draw for an input of ``size``: see ``draw_geometry``."""
@@ -182,7 +210,7 @@ def draw_geometry(size, resize_or_crop, load_size, fine_size, size_multiple, is_
     """The draw shared by s, I and x of one sample, for an input of ``size`` (W, H):
     (resize_to, crop_box or None, final_size, flip). Random crop and flip only when training.
     A ValueError when the resized (and cropped) input is smaller than ``size_multiple``."""
-    W, H = size
+    W, H = size  # ``none`` and ``crop`` keep the file's size
     if resize_or_crop == "resize_and_crop":
         W, H = load_size, load_size
     elif resize_or_crop.startswith("scale_width"):
@@ -206,19 +234,25 @@ def draw_geometry(size, resize_or_crop, load_size, fine_size, size_multiple, is_
     return resize_to, box, final_size, flip
 
 
-def read_triplet(label_path, inst_path, image_path, label_nc, geometry_of):
+def read_triplet(label_path, inst_path, image_path, label_nc, geometry_of, input_nc=3,
+                 output_nc=3):
     """One sample from its files: (label, inst or None, image or None) as tensors, the label map
-    (1, H, W) int64 ids (or (3, H, W) in [-1, 1] when ``label_nc`` is 0), the instance map
-    (1, H, W) int64 ids, the photo (3, H, W) in [-1, 1]. Each file is read and checked, and all
-    three get the same resize, crop and flip, ``geometry_of(label map size)``."""
+    (1, H, W) int64 ids (or (input_nc, H, W) in [-1, 1] when ``label_nc`` is 0), the instance
+    map (1, H, W) int64 ids, the photo (output_nc, H, W) in [-1, 1]. Each file is read and
+    checked, and all three get the same resize, crop and flip, ``geometry_of(label map size)``."""
     s = read_image(label_path)
-    s = check_label_map(s, label_path, label_nc) if label_nc > 0 else check_rgb_input(s, label_path)
+    if label_nc > 0:
+        s = check_label_map(s, label_path, label_nc)
+    elif input_nc == 3:
+        s = check_rgb_input(s, label_path)
+    else:
+        s = read_picture(s, label_path, input_nc, "input_nc")
     inst = image = None
     if inst_path is not None:
         inst = read_instance_map(inst_path)
         check_same_size(label_path, s, inst_path, inst)
     if image_path is not None:
-        image = read_image(image_path).convert("RGB")
+        image = read_picture(read_image(image_path), image_path, output_nc, "output_nc")
         check_same_size(label_path, s, image_path, image)
 
     try:
@@ -230,13 +264,28 @@ def read_triplet(label_path, inst_path, image_path, label_nc, geometry_of):
         label = torch.from_numpy(np.asarray(s, dtype=np.int64)).unsqueeze(0)     # (1, H, W)
     else:
         # RGB inputs are pictures, resized like photos (official: same transform as x)
-        label = to_tensor(transform(s, geometry, Image.BICUBIC))                 # (3, H, W)
+        label = to_tensor(transform(s, geometry, Image.BICUBIC))        # (input_nc, H, W)
     if inst is not None:
         inst = transform(inst, geometry, Image.NEAREST)
         inst = torch.from_numpy(np.asarray(inst, dtype=np.int64)).unsqueeze(0)   # (1, H, W)
     if image is not None:
-        image = to_tensor(transform(image, geometry, Image.BICUBIC))             # (3, H, W)
+        image = to_tensor(transform(image, geometry, Image.BICUBIC))    # (output_nc, H, W)
     return label, inst, image
+
+
+def read_feature_map(path, label_path, label_size, geometry):
+    """A precomputed feature map (an RGB picture of E's features in [-1, 1], as the official
+    precompute_feature_maps.py writes) -> (3, H, W) in [-1, 1], resized, cropped and flipped
+    like its label map (``geometry``, drawn for ``label_size``), with nearest neighbour, as the
+    official code: a feature is one value per instance and must not blend at the borders."""
+    feat = read_image(path)
+    check_lossless(feat, path, "feature map")
+    feat = feat.convert("RGB")
+    if feat.size != label_size:
+        raise DataError(f"{label_path} is {label_size[0]}x{label_size[1]} but its feature map "
+                        f"{path} is {feat.size[0]}x{feat.size[1]}: precompute the feature maps "
+                        "at the size of the label maps (manipulate.py precompute --scale)")
+    return to_tensor(transform(feat, geometry, Image.NEAREST))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,8 +333,11 @@ def colorize_label(label):
 
 
 def tensor_to_image(t):
-    """(3, H, W) in [-1, 1] -> RGB PIL image; the exact inverse of the dataset's x / 127.5 - 1."""
+    """(C, H, W) in [-1, 1] -> 8-bit PIL image (C 1: L, 2: LA, 3: RGB, 4: RGBA); the exact
+    inverse of the dataset's x / 127.5 - 1."""
     t = ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if t.shape[0] == 1:
+        return Image.fromarray(t[0].numpy())
     return Image.fromarray(t.permute(1, 2, 0).numpy())
 
 
@@ -515,8 +567,38 @@ def transform(image, geometry, resample):
 
 
 def to_tensor(image):
-    """RGB PIL image -> (3, H, W) float32 in [-1, 1]: (x / 255 - 0.5) / 0.5, the official
-    ToTensor + Normalize."""
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32))  # (H, W, 3)
-    x = x.permute(2, 0, 1)                                       # (3, H, W)
+    """PIL picture of C channels -> (C, H, W) float32 in [-1, 1]: (x / 255 - 0.5) / 0.5, the
+    official ToTensor + Normalize; a 16-bit grey picture (mode F in [0, 1], as ``read_picture``
+    makes it) is clamped to [0, 1] instead, as bicubic resizing may overshoot."""
+    x = torch.from_numpy(np.array(image, dtype=np.float32))    # (H, W) or (H, W, C)
+    x = x.reshape(*x.shape[:2], -1).permute(2, 0, 1)            # (C, H, W)
+    if image.mode == "F":
+        return (x.clamp(0, 1) - 0.5) / 0.5
     return (x / 255 - 0.5) / 0.5
+
+
+# Channels of a picture in each PIL mode that can hold a photo.
+MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "LA": 2, "RGB": 3,
+                 "YCbCr": 3, "RGBA": 4}
+
+
+def read_picture(image, path, channels, argument):
+    """A photo (or, with label_nc 0, an input picture) of ``channels`` channels. Three read any
+    picture as RGB, as the official code (a grey photo becomes three equal channels, alpha is
+    dropped). Otherwise the file must have exactly ``channels``: converting a colour photo to
+    grey, or dropping an alpha or depth channel, would change the data silently. 16-bit grey
+    stays 16-bit (as mode F, x / 65535); 8-bit is mode L. Float pictures (mode F) have no fixed
+    range and CMYK is no RGBA, so both are refused."""
+    if channels == 3:
+        return image.convert("RGB")
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA"
+                              else "RGB")
+    found = MODE_CHANNELS.get(image.mode)
+    if found != channels:
+        raise DataError(f"{path} has {found or 'an unknown number of'} channels (PIL mode "
+                        f"{image.mode}) but {argument} is {channels}: save it with {channels} "
+                        "channels", fix=(argument, found) if found else None)
+    if image.mode.startswith("I"):
+        return Image.fromarray(np.asarray(image, dtype=np.float32) / 65535)
+    return image.convert({1: "L", 2: "LA", 4: "RGBA"}[channels])

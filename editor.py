@@ -68,10 +68,14 @@ class Editor:
 
     def __init__(self, model, dataroot, phase="test", clusters=None, out_dir="results/edits",
                  seed=0):
-        if model.opt.label_nc == 0 or model.opt.no_instance:
+        trained_with = [flag for flag, on in (
+            ("--label_nc 0", model.opt.label_nc == 0), ("--no_instance", model.opt.no_instance),
+            ("--label_feat", getattr(model.opt, "label_feat", False)),
+            ("--load_features", getattr(model.opt, "load_features", False))) if on]
+        if trained_with:  # label maps of ids, instance maps, and E's features per instance
             raise UserError(f"{model.source}: the editor edits label maps of ids with instance "
-                            "maps; this run was trained with "
-                            + ("--label_nc 0" if model.opt.label_nc == 0 else "--no_instance"))
+                            f"maps and E's features per instance; this run was trained with "
+                            f"{trained_with[0]}")
         self.model, self.clusters, self.out_dir = model, clusters, Path(out_dir)
         self.dataset = infer.inference_dataset(model.opt, dataroot, phase)
         if len(self.dataset) == 0:

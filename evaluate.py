@@ -295,7 +295,8 @@ def model_synthesizer(model):
     """``synthesize`` for ``score_split`` from an ``infer.Model``: features from E on the photo
     for a model with instance features (the photo's own styles)."""
     def synthesize(label, inst, photo):
-        features = infer.instance_feature_map(model, inst, "encoded", photo)
+        regions = runs.feature_regions(model.opt, label, inst)
+        features = infer.instance_feature_map(model, regions, "encoded", photo)
         return infer.synthesize(model, label, inst, features)
     return synthesize
 

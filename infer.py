@@ -33,6 +33,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 import data
@@ -46,6 +47,10 @@ CLUSTER_FILE = "clusters.npz"
 
 # The data flags a user gives here; label_nc and no_instance are the model's own.
 DATA_FLAGS = {"root": "--dataroot", "load_size": "--loadSize"}
+
+# With no --dataroot: the official default, else the synthetic city train.py writes.
+OFFICIAL_DATAROOT = "./datasets/cityscapes"
+SYNTHETIC_CITY = "./datasets/synthetic_city"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +80,7 @@ def load_model(path, device="cpu", amp=None):
         raise UserError(f"{path}: no checkpoint there; train one with train.py --name "
                         f"{path.parent.name}, or check --name, --checkpoints_dir, --which_epoch")
     checkpoint = runs.load_checkpoint(path)
-    opt = argparse.Namespace(**checkpoint["opt"])
+    opt = runs.architecture(checkpoint["opt"])
     G, _, E = runs.build_networks(opt)
     G.load_state_dict(checkpoint["G"])
     if E is not None:
@@ -134,6 +139,7 @@ def load_official_model(path, netG=None, ngf=None, label_nc=35, device="cpu", am
 
 
 def _ready(G, E, opt, device, amp, path):
+    opt = runs.architecture(opt)
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
     G = G.to(device).eval()
@@ -155,7 +161,7 @@ def synthesize(model, label, inst, features=None):
     opt = model.opt
     label, inst = label.to(model.device), inst.to(model.device)
     x = data.generator_input(label, inst, opt.label_nc, opt.no_instance)  # (B, label_nc + 1, H, W)
-    if opt.instance_feat:
+    if runs.uses_features(opt):
         if features is None:
             raise ValueError("this G was trained with --instance_feat: pass the instance features")
         # (B, label_nc + 1, H, W) -> (B, label_nc + 1 + feat_num, H, W)
@@ -174,7 +180,7 @@ def instance_feature_map(model, inst, source, image=None, clusters=None, generat
     and ``generator``; classes without clusters get zeros and are named on stdout, once per class
     when the caller passes the same set ``noted`` for a whole split.
     """
-    if not model.opt.instance_feat:
+    if not runs.uses_features(model.opt):
         return None
     if source == "encoded":
         if model.E is None:
@@ -361,7 +367,8 @@ def load_inputs(label_path, inst_path, image_path, opt):
     ``inference_dataset`` does for a split (``data.read_triplet``). Without an instance map the
     label map doubles as one, so the boundary channel marks class boundaries."""
     label, inst, image = data.read_triplet(label_path, inst_path, image_path, opt.label_nc,
-                                           lambda size: inference_geometry(size, opt))
+                                           lambda size: inference_geometry(size, opt),
+                                           opt.input_nc, opt.output_nc)
     label = label[None]                                                  # (1, 1 or 3, H, W)
     if inst is not None:
         inst = inst[None]                                                # (1, 1, H, W)
@@ -379,19 +386,24 @@ def inference_geometry(size, opt):
                               runs.size_multiple(opt))
 
 
-def inference_dataset(opt, dataroot, phase="test"):
+def inference_dataset(opt, dataroot, phase="test", load_features=False):
     """``phase``'s split of ``dataroot`` at the size the model ``opt`` was trained at, never
-    flipped; whole images after scale_width_and_crop, a central crop after resize_and_crop."""
+    flipped; whole images after scale_width_and_crop and crop, a central crop after
+    resize_and_crop; with ``load_features``, the split's precomputed feature maps."""
     return data.PairedDataset(dataroot, phase, opt.label_nc, opt.no_instance, opt.loadSize,
                               opt.fineSize, inference_resize_or_crop(opt), no_flip=True,
-                              size_multiple=runs.size_multiple(opt), is_train=False)
+                              size_multiple=runs.size_multiple(opt), is_train=False,
+                              input_nc=opt.input_nc, output_nc=opt.output_nc,
+                              load_features=load_features)
 
 
 def inference_resize_or_crop(opt):
-    """Training's ``resize_or_crop`` without the random crop of scale_width_and_crop (test images
-    are synthesized whole, as the official test scripts do). resize_and_crop keeps a central
+    """Training's ``resize_or_crop`` without the random crop of scale_width_and_crop and crop
+    (test images are synthesized whole, as the official test scripts do: the 1024p model
+    trained on crops is tested with --resize_or_crop none). resize_and_crop keeps a central
     fineSize crop: data.py has no resize-only mode."""
-    return {"scale_width_and_crop": "scale_width"}.get(opt.resize_or_crop, opt.resize_or_crop)
+    return {"scale_width_and_crop": "scale_width", "crop": "none"}.get(opt.resize_or_crop,
+                                                                       opt.resize_or_crop)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,11 +411,13 @@ def inference_resize_or_crop(opt):
 # ---------------------------------------------------------------------------------------------
 
 def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=None, seed=0,
-                how_many=None, num_workers=0):
+                how_many=None, num_workers=0, aspect_ratio=1.0, page_width=None):
     """Synthesize every label map of ``dataroot``'s ``phase`` split into ``out_dir/images`` and
-    write ``out_dir/index.html``. Returns (number of images, images per second of synthesis)."""
+    write ``out_dir/index.html`` (its images ``page_width`` pixels wide when given; no page
+    when False). ``aspect_ratio``: the official test option (``stretch``). Returns (number
+    of images, images per second of synthesis)."""
     opt = model.opt
-    dataset = inference_dataset(opt, dataroot, phase)
+    dataset = inference_dataset(opt, dataroot, phase, feature_source == "precomputed")
     loader = DataLoader(runs.CommandLineErrors(dataset, DATA_FLAGS), batch_size=1,
                         num_workers=num_workers)
     images = Path(out_dir) / "images"
@@ -418,23 +432,37 @@ def run_dataset(model, dataroot, phase, out_dir, feature_source=None, clusters=N
         source = feature_source or ("encoded" if has_image else "clusters")
         note_unseen_classes(model, batch["label"], unseen)
         start = time.perf_counter()
-        features = instance_feature_map(model, batch["inst"], source,
-                                        batch["image"] if has_image else None, clusters,
-                                        generator, noted)
+        features = batch["feat"] if source == "precomputed" else instance_feature_map(
+            model, runs.feature_regions(opt, batch["label"], batch["inst"]), source,
+            batch["image"] if has_image else None, clusters, generator, noted)
         fake = synthesize(model, batch["label"], batch["inst"], features)
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         seconds += time.perf_counter() - start
         row = {"stem": stem, "label": f"images/{stem}_label.png",
                "synthesized": f"images/{stem}_synthesized.png"}
-        data.label_to_image(batch["label"][0], opt.label_nc).save(images / f"{stem}_label.png")
-        data.save_image(fake[0].cpu(), images / f"{stem}_synthesized.png")
+        stretch(data.label_to_image(batch["label"][0], opt.label_nc), aspect_ratio).save(
+            images / f"{stem}_label.png")
+        stretch(data.tensor_to_image(fake[0]), aspect_ratio).save(
+            images / f"{stem}_synthesized.png")
         if has_image:
             row["real"] = f"images/{stem}_real.png"
-            data.save_image(batch["image"][0], images / f"{stem}_real.png")
+            stretch(data.tensor_to_image(batch["image"][0]), aspect_ratio).save(
+                images / f"{stem}_real.png")
         rows.append(row)
-    write_index_html(Path(out_dir) / "index.html", rows, title=str(out_dir))
+    if page_width is not False:
+        write_index_html(Path(out_dir) / "index.html", rows, title=str(out_dir), width=page_width)
     return len(rows), len(rows) / max(seconds, 1e-9)
+
+
+def stretch(picture, aspect_ratio=1.0):
+    """A result picture as the official --aspect_ratio saves it: wider by that factor when above
+    1, taller by its inverse when below (bicubic, as theirs)."""
+    if aspect_ratio == 1.0:
+        return picture
+    W, H = picture.size
+    size = (round(W * aspect_ratio), H) if aspect_ratio > 1 else (W, round(H / aspect_ratio))
+    return picture.resize(size, Image.BICUBIC)
 
 
 def run_files(model, label_path, inst_path, image_path, out_path, feature_source=None,
@@ -447,20 +475,23 @@ def run_files(model, label_path, inst_path, image_path, out_path, feature_source
         features = table_feature_map(inst, feature_table, model.opt.feat_num)
     else:
         source = feature_source or ("encoded" if image is not None else "clusters")
-        features = instance_feature_map(model, inst, source, image, clusters,
+        features = instance_feature_map(model, runs.feature_regions(model.opt, label, inst),
+                                        source, image, clusters,
                                         torch.Generator().manual_seed(seed))
     fake = synthesize(model, label, inst, features)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     data.save_image(fake[0].cpu(), out_path)
 
 
-def write_index_html(path, rows, title):
-    """A results page: one table row per image, colourised label | synthesized | real photo."""
+def write_index_html(path, rows, title, width=None):
+    """A results page: one table row per image, colourised label | synthesized | real photo,
+    each ``width`` pixels wide (the official --display_winsize) or as wide as the page allows."""
     head = "<tr><th>image</th><th>label map</th><th>synthesized</th><th>real photo</th></tr>"
+    size = f'width="{width}"' if width else 'style="max-width:100%"'
     cells = []
     for row in rows:
         imgs = "".join(
-            f'<td><img src="{html.escape(row[k])}" style="max-width:100%"></td>' if k in row
+            f'<td><img src="{html.escape(row[k])}" {size}></td>' if k in row
             else "<td></td>" for k in ("label", "synthesized", "real"))
         cells.append(f"<tr><td>{html.escape(row['stem'])}</td>{imgs}</tr>")
     Path(path).write_text(
@@ -473,18 +504,27 @@ def build_parser():
     p = runs.CommandLine(
         prog="infer.py",
         description="Synthesize photos from label maps with a trained pix2pixHD generator "
-                    "(train.py) or NVIDIA's released one (--official_checkpoint).",
+                    "(train.py) or NVIDIA's released one (--official_checkpoint). The official "
+                    "test.py's flags are accepted with their meaning.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     runs.add_run_options(p, seed_help="seed of the cluster draws (--feature_source clusters)")
+    runs.add_official_run_options(p)
     add_official_options(p)
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataroot", default=None, help="dataset root (pix2pixHD or Cityscapes layout)")
+    g.add_argument("--dataroot", default=None,
+                   help=f"dataset root (pix2pixHD or Cityscapes layout); default: "
+                        f"{OFFICIAL_DATAROOT} if it exists, else {SYNTHETIC_CITY} if it exists")
     g.add_argument("--phase", default="test", help="split to synthesize")
-    g.add_argument("--how_many", type=runs.whole(1), default=None, help="stop after N images (all)")
+    g.add_argument("--how_many", type=runs.whole(1), default=None,
+                   help="stop after N images (all; the official test.py: 50)")
+    g.add_argument("--max_dataset_size", type=runs.whole(1), default=None,
+                   help="official: read only the first N images of the split")
     g.add_argument("--loadSize", type=runs.whole(1), default=None,
                    help="input width (scale_width) or size (resize); default: as trained, or "
                         "1024 for an official checkpoint with --netG global")
+    g.add_argument("--fineSize", type=runs.whole(1), default=None,
+                   help="the central crop of resize_and_crop; default: as trained")
     g.add_argument("--resize_or_crop", default=None,
                    choices=data.RESIZE_OR_CROP,
                    help="default: as trained without the crop; 'none' (the file's size) for an "
@@ -492,13 +532,30 @@ def build_parser():
     g.add_argument("--label", default=None, help="one label map PNG instead of --dataroot")
     g.add_argument("--inst", default=None, help="its instance map PNG (16-bit ids)")
     g.add_argument("--image", default=None, help="its photo, for --feature_source encoded")
-    g.add_argument("--num_workers", type=runs.whole(0), default=2, help="data loading processes")
+    g.add_argument("--num_workers", "--nThreads", type=runs.whole(0), default=2,
+                   help="data loading processes (official name: nThreads)")
+    for flag in ("--serial_batches", "--no_flip"):
+        g.add_argument(flag, action="store_true",
+                       help="accepted as the official test.py, which forces it: test images "
+                            "are read in order, never flipped")
+    g.add_argument("--batchSize", type=runs.whole(1), default=1,
+                   help="accepted as the official test.py, which forces 1: one image at a time")
+    add_feature_options(p)
+    add_output_options(p)
+    return p
 
+
+def add_feature_options(p):
     g = p.add_argument_group("instance features (sec. 3.4, models trained with --instance_feat)")
-    g.add_argument("--feature_source", default=None, choices=["encoded", "clusters"],
-                   help="E on the real photo, or a random cluster centre per instance; default: "
-                        "encoded when there is a photo, else clusters")
-    g.add_argument("--cluster_file", default=None,
+    g.add_argument("--feature_source", default=None,
+                   choices=["encoded", "clusters", "precomputed"],
+                   help="E on the real photo, a random cluster centre per instance, or the "
+                        "split's <phase>_feat/ maps (manipulate.py precompute); default: encoded "
+                        "when there is a photo and an E, precomputed for a --load_features "
+                        "model whose split has them, else clusters")
+    g.add_argument("--use_encoded_image", dest="feature_source", action="store_const",
+                   const="encoded", help="official: --feature_source encoded")
+    g.add_argument("--cluster_file", "--cluster_path", default=None,
                    help="K-means centres from manipulate.py encode "
                         f"(default: checkpoints_dir/name/{CLUSTER_FILE})")
     g.add_argument("--allow_other_clusters", action="store_true",
@@ -508,6 +565,8 @@ def build_parser():
                         "(STEM_features.npz from manipulate.py edit)")
     add_trust_pickle(g)
 
+
+def add_output_options(p):
     g = p.add_argument_group("output")
     g.add_argument("--results_dir", default="./results",
                    help="pages go to results_dir/name/<phase>_<which_epoch>/")
@@ -517,7 +576,25 @@ def build_parser():
                         "checked against PyTorch with onnxruntime on the first label map of the "
                         "split (or --label) and on a crop of it; needs onnx, onnxruntime, "
                         "onnxscript")
-    return p
+    g.add_argument("--aspect_ratio", type=runs.real(0, above=True), default=1.0,
+                   help="official: the saved images are this much wider (above 1) or taller "
+                        "(below 1)")
+    g.add_argument("--display_winsize", type=runs.whole(1), default=None,
+                   help="width in pixels of the images on index.html (default: the page's)")
+    g.add_argument("--no_html", action="store_true", help="no index.html, only the images")
+    for flag, instead in REFUSED_TEST_FLAGS.items():
+        g.add_argument(flag, nargs="?", const="", default=None, help=f"refused: {instead}")
+
+
+# Official test.py flags that cannot apply here, and what to do instead.
+REFUSED_TEST_FLAGS = {
+    "--ntest": "the official test.py never reads it; --how_many N limits the images",
+    "--engine": "TensorRT engines are not run here; synthesize with PyTorch (infer.py)",
+    "--onnx": "TensorRT is not run here; synthesize with PyTorch (infer.py)",
+    "--tf_log": "TensorBoard logs training (train.py --tf_log); infer.py writes index.html",
+    "--n_clusters": "K is chosen when clustering: manipulate.py encode --n_clusters K",
+    "--niter_fix_global": "a training option (G1 fixed for the first epochs): train.py",
+}
 
 
 def add_trust_pickle(group):
@@ -531,24 +608,41 @@ def add_official_options(parser):
     g = parser.add_argument_group("NVIDIA's generators and run folders")
     g.add_argument("--official_checkpoint", default=None,
                    help="NVIDIA's latest_net_G.pth instead of a run of ours (a whole official run "
-                        "folder loads with --name, as ours do)")
-    g.add_argument("--netG", default=None, choices=["global", "local"],
-                   help="official checkpoint: 'local' for label2city_1024p, 'global' for "
-                        "label2city_512p; default: read from the file's shapes")
-    g.add_argument("--ngf", type=runs.whole(1), default=None,
-                   help="official checkpoint: 32 for label2city_1024p, 64 for label2city_512p; "
-                        "default: read from the file's shapes")
-    g.add_argument("--label_nc", type=runs.whole(1), default=35,
-                   help="official checkpoint, or official run folder without opt.txt: number of "
-                        "label ids (35, Cityscapes)")
+                        "folder loads with --name, as ours do); --netG and --ngf: read from its "
+                        "shapes unless given")
+    g.add_argument("--label_nc", type=runs.whole(0), default=argparse.SUPPRESS,
+                   help="number of label ids: the model's own (an official checkpoint or an "
+                        "official run folder without opt.txt: 35)")
+    g.add_argument("--no_instance", action="store_true", default=argparse.SUPPRESS,
+                   help="the model's own; given, it must be the model's")
+    runs.add_model_options(parser, given_only=True)
 
 
 def main(argv=None):
     opt = build_parser().parse_args(argv)
     try:
+        resolve_test_options(opt)
         run(opt)
     except (UserError, data.DataError) as err:
         runs.fail("infer.py", err, 2, DATA_FLAGS)
+
+
+def resolve_test_options(opt):
+    """The official test.py's flags in this command's terms; the dataset root when none is
+    given, said on the first line."""
+    runs.resolve_run_options(opt, "infer.py")
+    for flag, instead in REFUSED_TEST_FLAGS.items():
+        if getattr(opt, flag[2:]) is not None:
+            raise UserError(f"{flag}: {instead}")
+    if opt.max_dataset_size is not None:
+        opt.how_many = min(opt.how_many or opt.max_dataset_size, opt.max_dataset_size)
+    if opt.dataroot is None and opt.label is None:
+        for root, what in ((OFFICIAL_DATAROOT, "the official default"),
+                           (SYNTHETIC_CITY, "the synthetic city")):
+            if Path(root).is_dir():
+                opt.dataroot = root
+                print(f"No --dataroot: synthesizing from {root}, {what}")
+                break
 
 
 def run(opt):
@@ -556,33 +650,47 @@ def run(opt):
     runs over one label map (--label) or a split (--dataroot), or is exported (--export_onnx)."""
     out_dir = check_command(opt)
     model, run_dir = open_generator(opt)
+    if opt.verbose:
+        runs.describe_networks({"G": model.G, "E": model.E})
+    source = opt.feature_source or default_feature_source(model, opt)
     clusters = table = None
     if opt.features is not None:
         if not model.opt.instance_feat:
             raise UserError(f"--features {opt.features}: this model was trained without "
                             "--instance_feat and reads no instance features; leave it out")
         table = load_feature_table(opt.features, model.opt.feat_num)
-    elif model.opt.instance_feat and opt.feature_source != "encoded":
+    elif runs.uses_features(model.opt) and source in (None, "clusters"):
         cluster_file = cluster_file_to_read(
             opt.cluster_file, run_dir, model, opt.trust_pickle,
-            needed=opt.feature_source == "clusters" or opt.cluster_file is not None)
-        if opt.feature_source == "clusters" or opt.cluster_file or Path(cluster_file).is_file():
+            needed=source == "clusters" or opt.cluster_file is not None)
+        if source == "clusters" or opt.cluster_file or Path(cluster_file).is_file():
             clusters = load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
                                      model_id(model), opt.allow_other_clusters)
     if opt.export_onnx:
         export_onnx(opt, model, clusters)
         return
     if opt.label is not None:
-        run_files(model, opt.label, opt.inst, opt.image, opt.out, opt.feature_source, clusters,
-                  opt.seed, table)
+        run_files(model, opt.label, opt.inst, opt.image, opt.out, source, clusters, opt.seed,
+                  table)
         print(f"wrote {opt.out}")
         return
-    n, per_second = run_dataset(model, opt.dataroot, opt.phase, out_dir, opt.feature_source,
-                                clusters, opt.seed, opt.how_many, opt.num_workers)
+    n, per_second = run_dataset(model, opt.dataroot, opt.phase, out_dir, source,
+                                clusters, opt.seed, opt.how_many, opt.num_workers,
+                                opt.aspect_ratio, False if opt.no_html else opt.display_winsize)
     print(f"synthesized {n} images on {model.device}"
           f"{' with autocast' if model.amp else ''}: {per_second:.2f} images/s (G"
-          f"{' and E' if model.opt.instance_feat else ''} only, without file I/O); "
-          f"results page {out_dir / 'index.html'}")
+          f"{' and E' if model.E is not None else ''} only, without file I/O); "
+          f"{'results page ' + str(out_dir / 'index.html') if not opt.no_html else out_dir}")
+
+
+def default_feature_source(model, opt):
+    """A model without E (trained with --load_features) reads the split's precomputed maps
+    when it has them, else cluster centres; otherwise None: E on the photo when there is one."""
+    if model.E is not None or not runs.uses_features(model.opt):
+        return None
+    if opt.dataroot and (Path(opt.dataroot) / f"{opt.phase}_feat").is_dir():
+        return "precomputed"
+    return "clusters"
 
 
 def model_id(model):
@@ -625,8 +733,9 @@ def export_onnx(opt, model, clusters):
         image = item["image"][None] if item["has_image"] else None
     model = _ready(model.G, model.E, model.opt, "cpu", False, model.source)
     x = data.generator_input(label, inst, model.opt.label_nc, model.opt.no_instance)
-    features = instance_feature_map(model, inst, opt.feature_source or (
-        "encoded" if image is not None else "clusters"), image, clusters,
+    features = instance_feature_map(
+        model, runs.feature_regions(model.opt, label, inst),
+        opt.feature_source or ("encoded" if image is not None else "clusters"), image, clusters,
         torch.Generator().manual_seed(opt.seed))
     if features is not None:
         x = torch.cat([x, features], dim=1)
@@ -659,6 +768,9 @@ def check_command(opt):
             return None
         if opt.out is None:
             raise UserError("--label needs --out O.png, the file to write")
+        if opt.feature_source == "precomputed":
+            raise UserError("--feature_source precomputed reads a split's <phase>_feat/ maps: "
+                            "pass --dataroot, or use encoded (with --image) or clusters")
         runs.check_output_image(opt.out, "--out")
         return None
     if opt.dataroot is None:
@@ -677,21 +789,18 @@ def check_command(opt):
 def open_generator(opt):
     """(the model, the folder of its run or file), with --loadSize / --resize_or_crop."""
     device = runs.pick_device(opt.device)
+    given = {k: v for k, v in vars(opt).items() if k in runs.ARCHITECTURE_OPTIONS}
     if opt.official_checkpoint:
         run_dir = Path(opt.official_checkpoint).parent
-        model = load_official_model(opt.official_checkpoint, opt.netG, opt.ngf, opt.label_nc,
-                                    device=device, amp=opt.amp)
+        model = load_official_model(opt.official_checkpoint, given.get("netG"), given.get("ngf"),
+                                    given.get("label_nc", 35), device=device, amp=opt.amp)
     else:
         run_dir = Path(opt.checkpoints_dir) / opt.name
-        model = load_run(run_dir, opt.which_epoch, device, opt.amp, opt.label_nc)
-        for flag in ("netG", "ngf"):  # official test scripts repeat these: they must agree
-            if getattr(opt, flag) is not None and getattr(opt, flag) != getattr(model.opt, flag):
-                raise UserError(f"--{flag} {getattr(opt, flag)}: {model.source} was trained with "
-                                f"{flag} {getattr(model.opt, flag)}; drop --{flag}")
-    if opt.loadSize is not None:
-        model.opt.loadSize = opt.loadSize
-    if opt.resize_or_crop is not None:
-        model.opt.resize_or_crop = opt.resize_or_crop
+        model = load_run(run_dir, opt.which_epoch, device, opt.amp, given.get("label_nc", 35))
+        runs.check_architecture(given, model.opt, model.source)
+    for option in ("loadSize", "fineSize", "resize_or_crop"):
+        if getattr(opt, option) is not None:
+            setattr(model.opt, option, getattr(opt, option))
     if model.opt.resize_or_crop not in data.RESIZE_OR_CROP:
         raise UserError(f"{model.source}: resize_or_crop {model.opt.resize_or_crop} is not one "
                         f"this code reads ({', '.join(data.RESIZE_OR_CROP)}); pass "

@@ -28,6 +28,8 @@ Usage (``python manipulate.py COMMAND --help``)::
     python manipulate.py gallery --name NAME --dataroot ROOT --index 0 --instance car:0
     python manipulate.py restyle --name NAME --dataroot ROOT --index 0 --list
     python manipulate.py edit    --name NAME --dataroot ROOT     # the editor: a local web page
+    python manipulate.py precompute --name NAME --dataroot ROOT  # E -> ROOT/train_feat/, for
+                                                                 # train.py --load_features
 
 How well the clusters find the true appearance modes is measured on the synthetic city, whose
 styles are known: ``python synthetic_city.py evaluate``.
@@ -35,6 +37,7 @@ styles are known: ``python synthetic_city.py evaluate``.
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -171,7 +174,7 @@ def encode_split(model, dataroot, phase="train", how_many=None):
             if not item["has_image"]:
                 raise UserError(f"--dataroot {dataroot}: the {phase} split has no photos, and E "
                                 "needs them; use a split with photos")
-            inst = item["inst"].unsqueeze(0)
+            inst = runs.feature_regions(model.opt, item["label"], item["inst"]).unsqueeze(0)
             with runs.autocast(model.device, model.amp):
                 feature_map = model.E(item["image"].unsqueeze(0).to(model.device),
                                       inst.to(model.device))
@@ -346,6 +349,10 @@ def gallery(model, label, inst, features, instance_id, centers):
 
 
 def require_encoder(model):
+    if model.E is None and model.opt.load_features:
+        raise UserError(f"{model.source}: this checkpoint has no encoder E (it learned from "
+                        "precomputed feature maps, --load_features): use the run whose E made "
+                        "them")
     if model.E is None:
         raise UserError(f"{model.source}: this checkpoint has no encoder E (trained without "
                         "--instance_feat); train with --instance_feat to manipulate instances")
@@ -452,6 +459,17 @@ def build_parser():
     g.add_argument("--how_many", type=runs.whole(1), default=None,
                    help="encode only the first N images")
 
+    q = commands.add_parser("precompute", help="E's feature maps of a split, for train.py "
+                            "--load_features (the official precompute_feature_maps.py)",
+                            formatter_class=formatter)
+    add_model_options(q)
+    g = q.add_argument_group("feature maps")
+    g.add_argument("--dataroot", default="./datasets/cityscapes",
+                   help="dataset root (the official default): maps go to <phase>_feat/")
+    g.add_argument("--phase", default="train", help="split to encode")
+    g.add_argument("--how_many", type=runs.whole(1), default=None,
+                   help="only the first N images")
+
     q = commands.add_parser("restyle", help="redraw one instance with another cluster",
                             formatter_class=formatter)
     add_model_options(q)
@@ -476,8 +494,9 @@ def build_parser():
                    help="grid PNG (default results/NAME/gallery/STEM_ID.png)")
     g.add_argument("--zoom", action="store_true", help="crop the tiles around the instance")
     g.add_argument("--columns", type=runs.whole(1), default=4, help="tiles per row")
-
     add_edit_command(commands, formatter)
+    for q in commands.choices.values():
+        runs.add_official_run_options(q)
     return p
 
 
@@ -502,6 +521,7 @@ def add_edit_command(commands, formatter):
 def main(argv=None):
     opt = build_parser().parse_args(argv)
     try:
+        runs.resolve_run_options(opt, "manipulate.py")
         COMMANDS[opt.command](opt)
     except (UserError, data.DataError) as err:
         runs.fail("manipulate.py", err, 2, {"root": "--dataroot"})
@@ -512,6 +532,8 @@ def open_model(opt, need_encoder=True):
         raise UserError("--name: which run to load (checkpoints_dir/name/latest.pt)")
     run_dir = Path(opt.checkpoints_dir) / opt.name
     model = infer.load_run(run_dir, opt.which_epoch, runs.pick_device(opt.device), opt.amp)
+    if getattr(opt, "verbose", False):  # synthetic_city.py evaluate has no --verbose
+        runs.describe_networks({"G": model.G, "E": model.E})
     if need_encoder:
         require_encoder(model)
     if opt.command == "encode":
@@ -535,6 +557,37 @@ def command_encode(opt):
         print(f"  class {c:3d} {data.class_name(c):<16} {n_kept[c]:5d} of {total:5d} kept, "
               f"{len(centers.get(c, []))} clusters (sizes {sizes})")
     print(f"wrote {cluster_file}")
+
+
+def command_precompute(opt):
+    """E's features of every image of a split, as the official precompute_feature_maps.py: one
+    RGB picture per label map in dataroot/<phase>_feat/, named by its stem, which train.py
+    --load_features reads. E runs at the size the model was trained at; its map is brought to
+    the label map file's own size with nearest neighbour (the official code doubles it, which
+    is the same for its 1024x512 model of 2048x1024 Cityscapes)."""
+    model, _ = open_model(opt)
+    if model.opt.feat_num != 3:
+        raise UserError(f"--name {opt.name}: E gives {model.opt.feat_num} features, and a feature "
+                        "map is saved as an RGB picture of 3; precompute needs --feat_num 3")
+    dataset = infer.inference_dataset(model.opt, opt.dataroot, opt.phase)
+    out = Path(opt.dataroot) / f"{opt.phase}_feat"
+    runs.check_output_folder(out, "--dataroot")
+    n = len(dataset) if opt.how_many is None else min(opt.how_many, len(dataset))
+    for i in range(n):
+        item = dataset[i]
+        if not item["has_image"]:
+            raise UserError(f"--dataroot {opt.dataroot}: the {opt.phase} split has no photos, "
+                            "and E needs them; use a split with photos")
+        regions = runs.feature_regions(model.opt, item["label"], item["inst"])[None]
+        with torch.inference_mode(), runs.autocast(model.device, model.amp):
+            feature_map = model.E(item["image"][None].to(model.device), regions.to(model.device))
+        W, H = Image.open(dataset.label_paths[i]).size
+        feature_map = F.interpolate(feature_map.float(), size=(H, W), mode="nearest")
+        out.mkdir(parents=True, exist_ok=True)
+        path, tmp = out / f"{dataset.stems[i]}.png", out / f".{dataset.stems[i]}.png.tmp"
+        data.tensor_to_image(feature_map[0]).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    print(f"wrote {n} feature maps to {out}; train with --instance_feat --load_features")
 
 
 def load_map(opt, model):
@@ -585,6 +638,10 @@ def prepare(opt):
     else:
         runs.check_output_folder(Path("results") / str(opt.name), "--out (default: results/)")
     model, cluster_file = open_model(opt)
+    if model.opt.label_feat:
+        raise UserError(f"--name {opt.name} has one feature per class (--label_feat), not per "
+                        "instance: draw its classes' clusters with infer.py --feature_source "
+                        "clusters")
     label, inst, image, stem, label_file = load_map(opt, model)
     if opt.list:
         for d in list_instances(inst):
@@ -691,8 +748,9 @@ def command_edit(opt):
         server.server_close()
 
 
-COMMANDS = {"encode": command_encode, "restyle": command_restyle, "gallery": command_gallery,
-            "edit": command_edit}
+
+COMMANDS = {"encode": command_encode, "precompute": command_precompute,
+            "restyle": command_restyle, "gallery": command_gallery, "edit": command_edit}
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ pix2pixHD synthesizes a photo from a semantic label map with a conditional GAN w
 * the instance feature encoder E (sec. 3.4): ``Encoder``, an encoder-decoder followed by
   ``instance_average_pool``, which gives every pixel the mean feature of its object instance.
 
-Numerics follow the official implementation: instance norm without affine parameters, reflection
-padding, ReLU in G and E, LeakyReLU(0.2) in D, 4x4 kernels with padding 2 in D, and weights drawn
+Numerics follow the official implementation: instance norm without affine parameters (``norm``
+"batch" gives batch norm with them, the official ``--norm batch``), reflection padding, ReLU in G and E, LeakyReLU(0.2) in D, 4x4 kernels with padding 2 in D, and weights drawn
 from N(0, 0.02); a network built here equals the official one of the same options bit for bit,
 and NVIDIA's checkpoints load into it (``official.py`` maps their keys). This file imports only
 torch, so it can be copied on its own.
@@ -31,27 +31,40 @@ from torch import nn
 # Building blocks shared by G1, G2 and E
 # ---------------------------------------------------------------------------------------------
 
-def stem(in_channels, out_channels):
-    """7x7 convolution with reflection padding, instance norm, ReLU: the first layer of G1, G2,
+NORMS = ("instance", "batch")
+
+
+def normalization(kind, channels):
+    """``"instance"`` (the paper's): instance norm without affine parameters; ``"batch"``: batch
+    norm with them, as the official ``--norm batch``."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+def stem(in_channels, out_channels, norm="instance"):
+    """7x7 convolution with reflection padding, normalization, ReLU: the first layer of G1, G2,
     E."""
     return nn.Sequential(OrderedDict(
         pad=nn.ReflectionPad2d(3),
         conv=nn.Conv2d(in_channels, out_channels, kernel_size=7),
-        norm=nn.InstanceNorm2d(out_channels),
+        norm=normalization(norm, out_channels),
         relu=nn.ReLU(inplace=True),
     ))
 
 
-def downsample(in_channels, out_channels):
+def downsample(in_channels, out_channels, norm="instance"):
     """Stride-2 3x3 convolution: (B, C, H, W) -> (B, C', H/2, W/2)."""
     return nn.Sequential(OrderedDict(
         conv=nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1),
-        norm=nn.InstanceNorm2d(out_channels),
+        norm=normalization(norm, out_channels),
         relu=nn.ReLU(inplace=True),
     ))
 
 
-def upsample(in_channels, out_channels):
+def upsample(in_channels, out_channels, norm="instance"):
     """Stride-2 3x3 transposed convolution: (B, C, H, W) -> (B, C', 2H, 2W).
 
     ``output_padding=1`` makes the output exactly twice the input size, as in the official code.
@@ -59,7 +72,7 @@ def upsample(in_channels, out_channels):
     return nn.Sequential(OrderedDict(
         conv=nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1,
                                 output_padding=1),
-        norm=nn.InstanceNorm2d(out_channels),
+        norm=normalization(norm, out_channels),
         relu=nn.ReLU(inplace=True),
     ))
 
@@ -76,27 +89,30 @@ def output_layer(in_channels, out_channels):
 class ResnetBlock(nn.Module):
     """Residual block of G^(R): x + conv(relu(norm(conv(x)))), 3x3 convs, reflection padding.
 
-    The official block also allows dropout; pix2pixHD never turns it on, so it is left out.
+    With ``dropout`` (the official ``--use_dropout``), dropout with p = 0.5 between the two
+    convolutions, where the official block puts it. The paper does not use it, and the official
+    code never passes the flag on to G, so there it has no effect.
     """
 
-    def __init__(self, channels):
+    def __init__(self, channels, norm="instance", dropout=False):
         super().__init__()
         self.pad1 = nn.ReflectionPad2d(1)
         self.conv1 = nn.Conv2d(channels, channels, kernel_size=3)
-        self.norm1 = nn.InstanceNorm2d(channels)
+        self.norm1 = normalization(norm, channels)
         self.relu = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(0.5) if dropout else nn.Identity()
         self.pad2 = nn.ReflectionPad2d(1)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3)
-        self.norm2 = nn.InstanceNorm2d(channels)
+        self.norm2 = normalization(norm, channels)
 
     def forward(self, x):
-        h = self.relu(self.norm1(self.conv1(self.pad1(x))))
+        h = self.dropout(self.relu(self.norm1(self.conv1(self.pad1(x)))))
         return x + self.norm2(self.conv2(self.pad2(h)))
 
 
-def residual_blocks(channels, n_blocks):
+def residual_blocks(channels, n_blocks, norm="instance", dropout=False):
     return nn.Sequential(OrderedDict(
-        (f"block{b + 1}", ResnetBlock(channels)) for b in range(n_blocks)))
+        (f"block{b + 1}", ResnetBlock(channels, norm, dropout)) for b in range(n_blocks)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,20 +136,21 @@ class GlobalGenerator(nn.Module):
     9 residual blocks (about 182.5 M parameters for a 36-channel input).
 
     With ``with_output=False`` the output layer is an identity and ``forward`` returns the last
-    feature map of G1^(B): this is how the local enhancer G2 uses G1.
+    feature map of G1^(B): this is how the local enhancer G2 uses G1. ``norm`` and ``dropout``:
+    see ``normalization`` and ``ResnetBlock``.
     """
 
     def __init__(self, input_nc, output_nc=3, ngf=64, n_downsample=4, n_blocks=9,
-                 with_output=True):
+                 with_output=True, norm="instance", dropout=False):
         super().__init__()
         widths = [ngf * 2 ** i for i in range(n_downsample + 1)]  # ngf, 2 ngf, ..., ngf 2^n
         self.front = nn.Sequential(OrderedDict(
-            [("stem", stem(input_nc, ngf))]
-            + [(f"down{i + 1}", downsample(widths[i], widths[i + 1]))
+            [("stem", stem(input_nc, ngf, norm))]
+            + [(f"down{i + 1}", downsample(widths[i], widths[i + 1], norm))
                for i in range(n_downsample)]))
-        self.residual = residual_blocks(widths[-1], n_blocks)
+        self.residual = residual_blocks(widths[-1], n_blocks, norm, dropout)
         self.back = nn.Sequential(OrderedDict(
-            (f"up{i + 1}", upsample(widths[n_downsample - i], widths[n_downsample - i - 1]))
+            (f"up{i + 1}", upsample(widths[n_downsample - i], widths[n_downsample - i - 1], norm))
             for i in range(n_downsample)))
         self.output = output_layer(ngf, output_nc) if with_output else nn.Identity()
 
@@ -158,12 +175,12 @@ class EnhancerBlock(nn.Module):
     finest enhancer has an ``output`` layer (7x7 conv + tanh).
     """
 
-    def __init__(self, input_nc, ngf, n_blocks, output_nc=None):
+    def __init__(self, input_nc, ngf, n_blocks, output_nc=None, norm="instance", dropout=False):
         super().__init__()
-        self.front = nn.Sequential(OrderedDict(stem=stem(input_nc, ngf),
-                                               down1=downsample(ngf, 2 * ngf)))
-        self.residual = residual_blocks(2 * ngf, n_blocks)
-        self.back = nn.Sequential(OrderedDict(up1=upsample(2 * ngf, ngf)))
+        self.front = nn.Sequential(OrderedDict(stem=stem(input_nc, ngf, norm),
+                                               down1=downsample(ngf, 2 * ngf, norm)))
+        self.residual = residual_blocks(2 * ngf, n_blocks, norm, dropout)
+        self.back = nn.Sequential(OrderedDict(up1=upsample(2 * ngf, ngf, norm)))
         self.output = output_layer(ngf, output_nc) if output_nc else nn.Identity()
 
     def forward(self, x, f):
@@ -194,17 +211,17 @@ class LocalEnhancer(nn.Module):
     """
 
     def __init__(self, input_nc, output_nc=3, ngf=32, n_downsample_global=4, n_blocks_global=9,
-                 n_local_enhancers=1, n_blocks_local=3):
+                 n_local_enhancers=1, n_blocks_local=3, norm="instance", dropout=False):
         super().__init__()
         if n_local_enhancers < 1:
             raise ValueError("LocalEnhancer needs n_local_enhancers >= 1; use GlobalGenerator "
                              "for 0")
         n = n_local_enhancers
         self.G1 = GlobalGenerator(input_nc, output_nc, ngf * 2 ** n, n_downsample_global,
-                                  n_blocks_global, with_output=False)
+                                  n_blocks_global, with_output=False, norm=norm, dropout=dropout)
         self.enhancers = nn.ModuleList(
             EnhancerBlock(input_nc, ngf * 2 ** (n - k), n_blocks_local,
-                          output_nc if k == n else None)
+                          output_nc if k == n else None, norm, dropout)
             for k in range(1, n + 1))
         self.downsample = image_pyramid_downsample()
 
@@ -243,22 +260,23 @@ class NLayerDiscriminator(nn.Module):
     padding of 1 would; it does not change the receptive field.
     """
 
-    def __init__(self, input_nc, ndf=64, n_layers=3):
+    def __init__(self, input_nc, ndf=64, n_layers=3, norm="instance"):
         super().__init__()
         widths = [min(ndf * 2 ** j, 512) for j in range(n_layers + 1)]
-        layers = [self._layer(input_nc, widths[0], stride=2, norm=False)]
+        layers = [self._layer(input_nc, widths[0], stride=2, norm=None)]
         for j in range(1, n_layers + 1):
-            layers.append(self._layer(widths[j - 1], widths[j], stride=2 if j < n_layers else 1))
+            layers.append(self._layer(widths[j - 1], widths[j], stride=2 if j < n_layers else 1,
+                                      norm=norm))
         layers.append(nn.Sequential(OrderedDict(
             conv=nn.Conv2d(widths[-1], 1, kernel_size=4, stride=1, padding=2))))
         self.layers = nn.ModuleList(layers)
 
     @staticmethod
-    def _layer(in_channels, out_channels, stride, norm=True):
+    def _layer(in_channels, out_channels, stride, norm):
         parts = [("conv", nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=stride,
                                     padding=2))]
-        if norm:
-            parts.append(("norm", nn.InstanceNorm2d(out_channels)))
+        if norm is not None:
+            parts.append(("norm", normalization(norm, out_channels)))
         parts.append(("act", nn.LeakyReLU(0.2, inplace=True)))
         return nn.Sequential(OrderedDict(parts))
 
@@ -283,9 +301,10 @@ class MultiscaleDiscriminator(nn.Module):
     ``train.load_pretrained``.)
     """
 
-    def __init__(self, input_nc, ndf=64, n_layers=3, num_D=3):
+    def __init__(self, input_nc, ndf=64, n_layers=3, num_D=3, norm="instance"):
         super().__init__()
-        self.D = nn.ModuleList(NLayerDiscriminator(input_nc, ndf, n_layers) for _ in range(num_D))
+        self.D = nn.ModuleList(NLayerDiscriminator(input_nc, ndf, n_layers, norm)
+                               for _ in range(num_D))
         self.downsample = image_pyramid_downsample()
 
     def forward(self, x):
@@ -352,8 +371,8 @@ class Encoder(GlobalGenerator):
     (``manipulate.py``).
     """
 
-    def __init__(self, input_nc=3, feat_num=3, nef=16, n_downsample=4):
-        super().__init__(input_nc, feat_num, nef, n_downsample, n_blocks=0)
+    def __init__(self, input_nc=3, feat_num=3, nef=16, n_downsample=4, norm="instance"):
+        super().__init__(input_nc, feat_num, nef, n_downsample, n_blocks=0, norm=norm)
 
     def forward(self, image, inst):
         # (B, 3, H, W), (B, 1, H, W) -> (B, feat_num, H, W), constant inside each instance
@@ -365,30 +384,35 @@ class Encoder(GlobalGenerator):
 # ---------------------------------------------------------------------------------------------
 
 def init_weights(module):
-    """Official initialisation: every (transposed) convolution weight ~ N(0, 0.02); biases keep
-    PyTorch's default. Instance norm here has no parameters, so nothing else is touched."""
+    """Official initialisation: every (transposed) convolution weight ~ N(0, 0.02), biases keep
+    PyTorch's default; batch norm scales ~ N(1, 0.02) and shifts 0. Instance norm here has no
+    parameters."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
     return module
 
 
 def define_G(netG, input_nc, output_nc=3, ngf=64, n_downsample_global=4, n_blocks_global=9,
-             n_local_enhancers=1, n_blocks_local=3):
+             n_local_enhancers=1, n_blocks_local=3, norm="instance", dropout=False):
     """G1 alone (``netG='global'``) or the full coarse-to-fine G (``netG='local'``), initialised."""
     if netG == "global":
-        G = GlobalGenerator(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global)
+        G = GlobalGenerator(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global,
+                            norm=norm, dropout=dropout)
     elif netG == "local":
         G = LocalEnhancer(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global,
-                          n_local_enhancers, n_blocks_local)
+                          n_local_enhancers, n_blocks_local, norm, dropout)
     else:
         raise ValueError(f"netG must be 'global' or 'local', got {netG!r}")
     return init_weights(G)
 
 
-def define_D(input_nc, ndf=64, n_layers_D=3, num_D=3):
-    return init_weights(MultiscaleDiscriminator(input_nc, ndf, n_layers_D, num_D))
+def define_D(input_nc, ndf=64, n_layers_D=3, num_D=3, norm="instance"):
+    return init_weights(MultiscaleDiscriminator(input_nc, ndf, n_layers_D, num_D, norm))
 
 
-def define_E(input_nc=3, feat_num=3, nef=16, n_downsample_E=4):
-    return init_weights(Encoder(input_nc, feat_num, nef, n_downsample_E))
+def define_E(input_nc=3, feat_num=3, nef=16, n_downsample_E=4, norm="instance"):
+    return init_weights(Encoder(input_nc, feat_num, nef, n_downsample_E, norm))

@@ -43,7 +43,13 @@ class RunStopped(Exception):
 # and a resumed run must use them.
 ARCHITECTURE_OPTIONS = ["label_nc", "no_instance", "netG", "ngf", "n_downsample_global",
                         "n_blocks_global", "n_local_enhancers", "n_blocks_local", "num_D",
-                        "n_layers_D", "ndf", "instance_feat", "feat_num", "nef", "n_downsample_E"]
+                        "n_layers_D", "ndf", "instance_feat", "feat_num", "nef", "n_downsample_E",
+                        "input_nc", "output_nc", "norm", "use_dropout", "label_feat",
+                        "load_features"]
+
+# What the architecture options added later mean in a checkpoint written before them.
+ARCHITECTURE_DEFAULTS = {"input_nc": 3, "output_nc": 3, "norm": "instance", "use_dropout": False,
+                         "label_feat": False, "load_features": False}
 
 
 class CommandLine(argparse.ArgumentParser):
@@ -117,9 +123,99 @@ def add_run_options(parser, seed_help, name_default=None):
     return g
 
 
-def add_model_options(parser):
+def add_official_run_options(parser):
+    """The official code's flags for the device and the precision, and the two it has for
+    launchers and printing, read by ``resolve_run_options``."""
+    g = parser.add_argument_group("official flags for the device and precision")
+    g.add_argument("--gpu_ids", default=None,
+                   help="official: one GPU id (N: cuda:N) or -1 for the CPU; several GPUs run "
+                        "as one process each under torchrun")
+    g.add_argument("--fp16", action="store_true", help="official: autocast, as --amp")
+    g.add_argument("--data_type", type=int, default=None, choices=[8, 16, 32],
+                   help="official: 16 is autocast (as --amp), 32 full precision (as --no-amp)")
+    g.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help="set by python -m torch.distributed.launch; torchrun sets LOCAL_RANK")
+    g.add_argument("--model", default="pix2pixHD", help="official: pix2pixHD, the only model")
+    g.add_argument("--verbose", action="store_true",
+                   help="print the networks and their parameter counts")
+    return g
+
+
+def resolve_run_options(opt, program, distributed=False):
+    """The official flags of ``add_official_run_options`` said in this project's terms, in
+    place: --gpu_ids as --device (and the GPU), --fp16 and --data_type as --amp. A UserError
+    for what cannot apply, naming what to do instead. ``program`` is the command's file name;
+    ``distributed``: it runs under torchrun on several GPUs (train.py)."""
+    if opt.model != "pix2pixHD":
+        raise UserError(f"--model {opt.model}: only pix2pixHD is here (the official 'ui' model "
+                        "is their interactive editor: use manipulate.py restyle)")
+    if opt.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(opt.local_rank))
+    if opt.data_type == 8:
+        raise UserError("--data_type 8: convolutions do not compute in 8-bit integers (the "
+                        "official model.type(torch.uint8) cannot run); use --data_type 16 "
+                        "(autocast) or 32")
+    wants = {"--fp16": True if opt.fp16 else None,
+             f"--data_type {opt.data_type}": {16: True, 32: False}.get(opt.data_type),
+             "--amp" if opt.amp else "--no-amp": opt.amp}
+    given = {flag: v for flag, v in wants.items() if v is not None}
+    if len(set(given.values())) > 1:
+        raise UserError(f"{' and '.join(given)} contradict each other: full precision or "
+                        "autocast? pass one")
+    if given:
+        opt.amp = next(iter(given.values()))
+    if opt.gpu_ids is not None:
+        resolve_gpu_ids(opt, program, distributed)
+
+
+def resolve_gpu_ids(opt, program, distributed):
+    """--gpu_ids -1: the CPU; N: CUDA device N (the official torch.cuda.set_device); several:
+    refused with the torchrun command that runs them, one process per GPU."""
+    try:
+        ids = [int(i) for i in opt.gpu_ids.split(",")]
+    except ValueError:
+        raise UserError(f"--gpu_ids {opt.gpu_ids}: expects GPU numbers like 0 or 0,1, or -1 for "
+                        "the CPU") from None
+    ids = [i for i in ids if i >= 0]  # the official parser drops negative ids
+    device = "cuda" if ids else "cpu"
+    if opt.device not in ("auto", device):
+        raise UserError(f"--gpu_ids {opt.gpu_ids} and --device {opt.device} contradict each "
+                        "other; pass one")
+    if len(ids) > 1 and not distributed:
+        raise UserError(f"--gpu_ids {opt.gpu_ids}: {program} runs on one GPU: "
+                        f"pass one id, such as --gpu_ids {ids[0]}")
+    if len(ids) > 1:
+        n, batch = len(ids), getattr(opt, "batchSize", 1)
+        per_gpu = (f"the official --batchSize {batch} over {n} GPUs is --batchSize {batch // n}"
+                   if batch % n == 0 else "--batchSize is per GPU")
+        raise UserError(
+            f"--gpu_ids {opt.gpu_ids}: several GPUs run as one process each here (DDP, not the "
+            f"official DataParallel): torchrun --nproc_per_node {n} {program} "
+            f"... without --gpu_ids (CUDA_VISIBLE_DEVICES={','.join(map(str, ids))} picks "
+            f"them); {per_gpu}")
+    opt.device = device
+    if ids and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(f"--gpu_ids {opt.gpu_ids} under torchrun: each process takes the GPU "
+                        "of its LOCAL_RANK; drop --gpu_ids (CUDA_VISIBLE_DEVICES picks the GPUs)")
+    if ids:
+        if not torch.cuda.is_available() or ids[0] >= torch.cuda.device_count():
+            raise UserError(f"--gpu_ids {opt.gpu_ids}: no such CUDA device here "
+                            f"({torch.cuda.device_count()} visible); --gpu_ids -1 for the CPU")
+        torch.cuda.set_device(ids[0])
+
+
+def describe_networks(networks_by_name):
+    """--verbose: each network and its number of parameters, as the official print_network."""
+    for name, net in networks_by_name.items():
+        if net is not None:
+            print(net)
+            print(f"{name}: {sum(p.numel() for p in net.parameters()):,} parameters")
+
+
+def add_model_options(parser, given_only=False):
     """The flags of ARCHITECTURE_OPTIONS that shape G, D and E (the official names and defaults,
-    which are the paper's unless a help line says otherwise)."""
+    which are the paper's unless a help line says otherwise). ``given_only``: no defaults, so
+    only the flags on the command line are set (a trained model has its own values)."""
     g = parser.add_argument_group("model")
     g.add_argument("--netG", default="global", choices=["global", "local"],
                    help="global: G1 alone; local: G1 inside the local enhancer G2 (sec. 3.2)")
@@ -141,7 +237,62 @@ def add_model_options(parser):
                    help="features per instance from E (paper, sec. 4: 3)")
     g.add_argument("--nef", type=whole(1), default=16, help="width of E's first layer")
     g.add_argument("--n_downsample_E", type=whole(0), default=4, help="downsamplings in E")
+    g.add_argument("--label_feat", action="store_true",
+                   help="E's features averaged over each class region of the label map instead "
+                        "of each instance (official option; not in the paper)")
+    g.add_argument("--load_features", action="store_true",
+                   help="G's features read from precomputed maps in dataroot/<phase>_feat/ "
+                        "(manipulate.py precompute) instead of E, which is then not trained: the "
+                        "official 1024p recipe with features")
+    g.add_argument("--input_nc", type=whole(1), default=3,
+                   help="channels of the input picture with --label_nc 0 (1: grey, 4: RGBA)")
+    g.add_argument("--output_nc", type=whole(1), default=3,
+                   help="channels of the photo G makes (1: grey or depth, 2: grey+alpha, 4: RGBA)")
+    g.add_argument("--norm", default="instance", choices=networks.NORMS,
+                   help="normalization in G, D and E (paper: instance)")
+    g.add_argument("--use_dropout", action="store_true",
+                   help="dropout (p 0.5) in G's residual blocks (the official code accepts the "
+                        "flag but never uses it)")
+    if given_only:  # absent from the namespace unless given (argparse's SUPPRESS)
+        for action in parser._actions:
+            if action.dest in ARCHITECTURE_OPTIONS:
+                action.default = argparse.SUPPRESS
     return g
+
+
+def check_architecture(given, saved, source):
+    """The architecture flags a user ``given`` (a dict) for a trained model must be its own
+    (``saved``): they describe it, as in the official test scripts, and cannot change it."""
+    saved = vars(architecture(saved))
+    differ = [k for k in ARCHITECTURE_OPTIONS if k in given and given[k] != saved.get(k)]
+    if differ:
+        raise UserError(f"{source} was trained with " + ", ".join(
+            f"{k} {saved.get(k)} (given: {given[k]})" for k in differ)
+            + "; drop those flags: a trained model brings its own")
+
+
+def architecture(opt):
+    """The options ``opt`` (a namespace or a checkpoint's ``opt`` dict) as a namespace, with the
+    values of ``ARCHITECTURE_DEFAULTS`` for options an older checkpoint does not have."""
+    values = dict(vars(opt) if isinstance(opt, argparse.Namespace) else opt)
+    return argparse.Namespace(**{**ARCHITECTURE_DEFAULTS, **values})
+
+
+def uses_features(opt):
+    """G reads feat_num feature channels: per instance (--instance_feat) or per class region
+    (--label_feat)."""
+    return bool(opt.instance_feat or getattr(opt, "label_feat", False))
+
+
+def has_encoder(opt):
+    """E exists: features are used and not read from precomputed maps (--load_features)."""
+    return uses_features(opt) and not getattr(opt, "load_features", False)
+
+
+def feature_regions(opt, label, inst):
+    """The map E averages over and cluster centres fill: the instance map, or the label map
+    with --label_feat (every class region is one "instance", its id the class)."""
+    return label if getattr(opt, "label_feat", False) else inst
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,17 +302,20 @@ def add_model_options(parser):
 def build_networks(opt):
     """(G, D, E or None) for the options ``opt`` (a namespace or the ``opt`` dict of a checkpoint),
     initialised N(0, 0.02). G reads the label map (one-hot, or RGB when label_nc is 0), the
-    instance boundary map unless no_instance, and E's features with instance_feat. D reads the
-    label map, the boundary map and an image, not the features (as the official code)."""
-    if isinstance(opt, dict):
-        opt = argparse.Namespace(**opt)
-    label_channels = (opt.label_nc if opt.label_nc > 0 else 3) + (0 if opt.no_instance else 1)
-    G = networks.define_G(opt.netG, label_channels + (opt.feat_num if opt.instance_feat else 0),
-                          3, opt.ngf, opt.n_downsample_global, opt.n_blocks_global,
-                          opt.n_local_enhancers, opt.n_blocks_local)
-    D = networks.define_D(label_channels + 3, opt.ndf, opt.n_layers_D, opt.num_D)
-    E = (networks.define_E(3, opt.feat_num, opt.nef, opt.n_downsample_E)
-         if opt.instance_feat else None)
+    instance boundary map unless no_instance, and feat_num feature channels with instance_feat or
+    label_feat (from E, or from precomputed maps with load_features, when there is no E). D
+    reads the label map, the boundary map and an image, not the features (as the official
+    code)."""
+    opt = architecture(opt)
+    label_channels = ((opt.label_nc if opt.label_nc > 0 else opt.input_nc)
+                      + (0 if opt.no_instance else 1))
+    G = networks.define_G(opt.netG, label_channels + (opt.feat_num if uses_features(opt) else 0),
+                          opt.output_nc, opt.ngf, opt.n_downsample_global, opt.n_blocks_global,
+                          opt.n_local_enhancers, opt.n_blocks_local, opt.norm, opt.use_dropout)
+    D = networks.define_D(label_channels + opt.output_nc, opt.ndf, opt.n_layers_D, opt.num_D,
+                          opt.norm)
+    E = (networks.define_E(opt.output_nc, opt.feat_num, opt.nef, opt.n_downsample_E, opt.norm)
+         if has_encoder(opt) else None)
     return G, D, E
 
 
@@ -179,7 +333,7 @@ def size_multiple(opt):
     """G's total downsampling (and E's, with instance features): every side of an input must be
     a multiple of it, so that the upsampling path gives back the input's size."""
     n = opt.n_downsample_global + (opt.n_local_enhancers if opt.netG == "local" else 0)
-    return 2 ** (max(n, opt.n_downsample_E) if opt.instance_feat else n)
+    return 2 ** (max(n, opt.n_downsample_E) if has_encoder(opt) else n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +458,8 @@ def check_output_image(path, flag):
 # train.py; commands that read a trained model take fewer of them from the user (the rest are
 # the model's own).
 DATA_FLAGS = {"root": "--dataroot", "label_nc": "--label_nc", "no_instance": "--no_instance",
-              "load_size": "--loadSize"}
+              "load_size": "--loadSize", "input_nc": "--input_nc", "output_nc": "--output_nc",
+              "load_features": "--load_features"}
 
 
 def error_line(err, flags=DATA_FLAGS):

@@ -21,6 +21,7 @@ CPU-sized model on the synthetic city (``synthetic_city.py``).
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -41,8 +42,10 @@ from train_machinery import (ImagePool, Outputs, StopRequest, average_gradients,
 
 LOSS_NAMES = ["G_GAN", "G_GAN_Feat", "G_VGG", "D_real", "D_fake"]  # the official names
 
-# With no --dataroot: the synthetic city at 256x128 and a model that learns it on 2 CPU cores in
-# minutes. Only the options the user did not set change.
+# With no --dataroot: Cityscapes where the official code looks for it, when it is there; else the
+# synthetic city at 256x128 and a model that learns it on 2 CPU cores in minutes. Only the
+# options the user did not set change.
+OFFICIAL_DATAROOT = "./datasets/cityscapes"
 SYNTHETIC_CITY = "./datasets/synthetic_city"
 SYNTHETIC_DEFAULTS = dict(name="synthetic_city", loadSize=256, fineSize=256, ngf=32,
                           n_downsample_global=3, n_blocks_global=3, ndf=32, num_D=2,
@@ -73,9 +76,9 @@ def train(opt, stop=None):
         coarse_to_fine(state, opt, procs)
         lr = set_learning_rate(state, opt)
         with out.progress_bar(state, n_batches, n_epochs):
-            for s, inst, x in epoch_batches(dataset, sampler, state, opt, procs):
+            for s, inst, x, feat in epoch_batches(dataset, sampler, state, opt, procs):
                 fake, terms = compute_losses(state.G_train, state.D, state.E_train, s, inst, x,
-                                             opt, vgg_loss, state.pool, procs.autocast())
+                                             opt, vgg_loss, state.pool, procs.autocast(), feat)
                 values, stop_requested = update(terms, state, procs, stop.requested)
                 del terms  # what is left of D's graph on the real pair, before the next forward
                 state.iteration += 1
@@ -99,7 +102,7 @@ def train(opt, stop=None):
 # One iteration: eq. (5), then the two updates
 # ---------------------------------------------------------------------------------------------
 
-def compute_losses(G, D, E, s, inst, x, opt, vgg_loss, pool, autocast):
+def compute_losses(G, D, E, s, inst, x, opt, vgg_loss, pool, autocast, feat=None):
     r"""Every term of the objective for one batch: eq. (5) with the perceptual term of sec. 4,
 
     .. math::
@@ -112,15 +115,18 @@ def compute_losses(G, D, E, s, inst, x, opt, vgg_loss, pool, autocast):
     lambda L_FM, eq. 4, averaged over the scales; lambda L_VGG), and the D_k maximise eq. (3) by
     minimising ``D = 0.5 (D_fake + D_real)``.
 
-    ``s`` label ids and ``inst`` instance ids (B, 1, H, W), ``x`` real photos (B, 3, H, W).
-    Returns the synthesized images and a dict of those terms (the official names,
+    ``s`` label ids and ``inst`` instance ids (B, 1, H, W), ``x`` real photos (B, 3, H, W);
+    ``feat`` the precomputed features of --load_features (then there is no E). Returns the
+    synthesized images and a dict of those terms (the official names,
     ``LOSS_NAMES``) and their sums ``G`` and ``D``, scalars still attached to their graphs.
     """
     gan_mode = "vanilla" if opt.no_lsgan else opt.gan_mode
     zero = torch.zeros((), device=x.device)
     with autocast:
         s_in = data.generator_input(s, inst, opt.label_nc, opt.no_instance)  # (B, label_nc+1, H, W)
-        G_in = torch.cat([s_in, E(x, inst)], dim=1) if E is not None else s_in
+        if E is not None:
+            feat = E(x, runs.feature_regions(opt, s, inst))                 # (B, feat_num, H, W)
+        G_in = torch.cat([s_in, feat], dim=1) if feat is not None else s_in
         fake = G(G_in)                                                      # (B, 3, H, W)
         fake_pair, real_pair = torch.cat([s_in, fake], dim=1), torch.cat([s_in, x], dim=1)
         # Without an image pool, one forward of the synthesized pair serves both losses: D(s, G(s))
@@ -307,7 +313,10 @@ def perceptual_loss(opt, procs, synthetic):
     if opt.no_vgg_loss:
         return None
     try:
-        return losses.VGGLoss(lambda_vgg=opt.lambda_feat).to(procs.device)
+        vgg = losses.VGGLoss(lambda_vgg=opt.lambda_feat).to(procs.device)
+        if opt.output_nc == 1:  # a grey photo is the RGB photo of three equal channels
+            return lambda fake, x: vgg(fake.expand(-1, 3, -1, -1), x.expand(-1, 3, -1, -1))
+        return vgg
     except losses.VGGWeightsMissing as err:
         if not synthetic:
             raise UserError(f"{err}; or pass --no_vgg_loss to train without the VGG loss") from None
@@ -352,6 +361,8 @@ def build_state(opt, procs, resume, n_images):
     on this process's device; under torchrun every process starts from rank 0's D."""
     torch.manual_seed(opt.seed)
     G, D, E = runs.build_networks(opt)
+    if opt.verbose and procs.is_main:
+        runs.describe_networks({"G": G, "D": D, "E": E})
     if opt.load_pretrain and resume is None:
         loaded = load_pretrained(G, D, E, opt.load_pretrain)
         procs.say(f"G1 and {loaded} of the {len(D.D)} D_k (from the coarsest) loaded from "
@@ -384,13 +395,18 @@ def main(argv=None):
     143 (SIGTERM) after a requested stop, once the checkpoint is saved."""
     argv = sys.argv[1:] if argv is None else list(argv)
     opt = build_parser().parse_args(argv)
-    if opt.dataroot is None:
-        given = explicit_options(argv)
-        for name, value in SYNTHETIC_DEFAULTS.items():
-            if name not in given:
-                setattr(opt, name, value)
+    given = explicit_options(argv)
+    choose_dataroot(opt, given)
+    if opt.debug:  # the official --debug: one short epoch, shown at every iteration
+        opt.display_freq = opt.print_freq = opt.niter = 1
+        opt.niter_decay, opt.max_dataset_size = 0, min(opt.max_dataset_size or 10, 10)
     failure = None  # (message, exit code), reported once the error's traceback is gone
     try:
+        runs.resolve_run_options(opt, "train.py", distributed=True)
+        if opt.n_clusters is not None:
+            raise UserError("--n_clusters is K of the K-means after training: pass it to "
+                            "`python manipulate.py encode --n_clusters K`; train.py does not "
+                            "cluster")
         with StopRequest() as stop:
             if opt.continue_train:  # an official run's own options, where the command is silent
                 official_folder.adopt_options(opt, explicit_options(argv))
@@ -414,13 +430,31 @@ def main(argv=None):
     return result
 
 
+def choose_dataroot(opt, given):
+    """No --dataroot: ./datasets/cityscapes when it exists (the official default), else the
+    synthetic city with its CPU-sized defaults for the options not ``given``. The first line
+    printed says which."""
+    if opt.dataroot is not None:
+        return
+    say = print if int(os.environ.get("RANK", "0")) == 0 else (lambda *a: None)
+    if Path(OFFICIAL_DATAROOT).is_dir():
+        opt.dataroot = OFFICIAL_DATAROOT
+        say(f"No --dataroot: training on {OFFICIAL_DATAROOT}, the official default")
+        return
+    say(f"No --dataroot and no {OFFICIAL_DATAROOT}: training on the synthetic city")
+    for name, value in SYNTHETIC_DEFAULTS.items():
+        if name not in given:
+            setattr(opt, name, value)
+
+
 def build_parser():
     p = runs.CommandLine(
         prog="train.py",
         description="Train pix2pixHD (Wang et al., CVPR 2018). Flags are the official ones, and "
                     "so are the defaults shown, which are also the paper's unless a help line "
                     "says otherwise.",
-        epilog="Without --dataroot: writes the synthetic city to %s (once) and trains a "
+        epilog="Without --dataroot: ./datasets/cityscapes when it exists (the official "
+               "default); else writes the synthetic city to %s (once) and trains a "
                "CPU-sized model on it with these defaults, unless set on the command line: %s. "
                "Its VGG loss is on when the VGG19 ImageNet weights are in the torch hub cache, "
                "else off (with a real --dataroot, missing weights stop the run). Multi-GPU: "
@@ -429,11 +463,14 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     runs.add_run_options(p, name_default="label2city",
                          seed_help="seed of the weights, the data order and the augmentation")
+    runs.add_official_run_options(p)
 
     g = p.add_argument_group("data")
     g.add_argument("--dataroot", default=None,
                    help="dataset root: pix2pixHD layout (train_label/, train_inst/, train_img/) or "
-                        "the Cityscapes download (gtFine/, leftImg8bit/); none: the synthetic city")
+                        "the Cityscapes download (gtFine/, leftImg8bit/); none: "
+                        f"{OFFICIAL_DATAROOT} if it exists, else the synthetic city")
+    g.add_argument("--phase", default="train", help="the split to train on")
     g.add_argument("--label_nc", type=runs.whole(0), default=35,
                    help="number of label ids (Cityscapes: 35); 0 reads RGB inputs from train_A/")
     g.add_argument("--no_instance", action="store_true",
@@ -447,8 +484,12 @@ def build_parser():
     g.add_argument("--no_flip", action="store_true", help="no random horizontal flip")
     g.add_argument("--batchSize", type=runs.whole(1), default=1,
                    help="batch size PER PROCESS (with torchrun: per GPU); paper: 1")
-    g.add_argument("--num_workers", type=runs.whole(0), default=2,
-                   help="data loading processes per training process (official nThreads 2)")
+    g.add_argument("--num_workers", "--nThreads", type=runs.whole(0), default=2,
+                   help="data loading processes per training process (official name: nThreads)")
+    g.add_argument("--serial_batches", action="store_true",
+                   help="the images in order every epoch, not shuffled")
+    g.add_argument("--max_dataset_size", type=runs.whole(1), default=None,
+                   help="train on the first N images (by file name) only")
 
     runs.add_model_options(p)
 
@@ -488,13 +529,22 @@ def build_parser():
     g.add_argument("--max_iters", type=runs.whole(1), default=None,
                    help="stop (and save) when the iteration count reaches N, counting the "
                         "iterations before a --continue_train")
+    g.add_argument("--debug", action="store_true",
+                   help="as the official flag: 1 epoch of at most 10 images, a log line and a "
+                        "sample at every iteration")
+    g.add_argument("--n_clusters", type=int, default=None,
+                   help="official base option, for encoding: manipulate.py encode --n_clusters")
     g.add_argument("--deterministic", action="store_true",
                    help="on CUDA: PyTorch's deterministic kernels and no cuDNN autotuning, so a "
                         "rerun repeats itself except for ReflectionPad2d's backward, which has no "
                         "deterministic CUDA kernel (the CPU is deterministic without it)")
 
     evaluate.add_validation_options(p)
+    add_output_options(p)
+    return p
 
+
+def add_output_options(p):
     g = p.add_argument_group("output")
     g.add_argument("--display_freq", type=runs.whole(1), default=100,
                    help="iterations between sample grids (label | synthesized | real)")
@@ -504,7 +554,13 @@ def build_parser():
                    help="iterations between saves of latest.pt")
     g.add_argument("--save_epoch_freq", type=runs.whole(1), default=10,
                    help="epochs between saves of epoch_N.pt")
-    return p
+    g.add_argument("--no_html", action="store_true",
+                   help="no web/index.html (a page of the sample grids, newest first)")
+    g.add_argument("--display_winsize", type=runs.whole(1), default=512,
+                   help="width in pixels of each sample on web/index.html")
+    g.add_argument("--tf_log", action="store_true",
+                   help="TensorBoard scalars and samples in checkpoints_dir/name/logs "
+                        "(pip install tensorboard)")
 
 
 def explicit_options(argv):

@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import csv
 import functools
+import html
 import multiprocessing
 import json
 import math
@@ -81,7 +82,9 @@ def start_processes(opt):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
         torch.use_deterministic_algorithms(True, warn_only=True)
     if runs.pick_device(opt.device) == "cuda":
-        device = torch.device("cuda", local_rank(world_size))
+        # one process: the current device, which --gpu_ids N sets
+        device = torch.device("cuda", local_rank(world_size) if world_size > 1
+                              else torch.cuda.current_device())
         torch.cuda.set_device(device)
         # cuDNN times its convolution algorithms once per input shape and keeps the fastest: it
         # pays when shapes repeat (one aspect ratio, or crops); with scale_width over images of
@@ -172,6 +175,9 @@ def check_options(opt, synthetic):
     if opt.niter_fix_global and opt.netG != "local":
         raise UserError("--niter_fix_global keeps G1 fixed around a local enhancer: it needs "
                         "--netG local")
+    if opt.val_freq and opt.load_features:
+        raise UserError("--val_freq synthesizes the validation split with E's features, and a "
+                        "--load_features run has no E to give them: drop --val_freq")
     if opt.val_freq and not opt.val_segmenter:
         raise UserError("--val_freq needs --val_segmenter, the segmenter that scores the split "
                         "(python evaluate.py segmenter writes one for the synthetic city)")
@@ -179,6 +185,9 @@ def check_options(opt, synthetic):
         raise UserError("--start_over and --continue_train contradict each other; pass only one")
     if opt.niter + opt.niter_decay < 1:
         raise UserError("--niter 0 --niter_decay 0 trains no epoch: give at least one")
+    if opt.tf_log:
+        check_tensorboard()
+    check_feature_options(opt)
     check_image_size(opt)
     if not synthetic and Path(opt.dataroot).exists() and not Path(opt.dataroot).is_dir():
         raise UserError(f"--dataroot {opt.dataroot} is a file, not a dataset folder: pass the "
@@ -191,12 +200,35 @@ def check_options(opt, synthetic):
             "without --dataroot to train on the synthetic city")
 
 
+def check_feature_options(opt):
+    """The official feature and channel options, in the combinations where they mean something."""
+    if opt.label_feat and opt.label_nc == 0:
+        raise UserError("--label_feat averages E's features over each class of a label map of "
+                        "ids: it needs --label_nc > 0")
+    if opt.load_features and not runs.uses_features(opt):
+        raise UserError("--load_features feeds precomputed features to G: add --instance_feat "
+                        "(or --label_feat), as the official 1024p feature recipe")
+    if opt.load_features and opt.feat_num != 3:
+        raise UserError(f"--load_features reads feature maps saved as RGB pictures (3 channels), "
+                        f"but --feat_num is {opt.feat_num}: use --feat_num 3")
+    if opt.input_nc != 3 and opt.label_nc != 0:
+        raise UserError(f"--input_nc {opt.input_nc} counts the channels of an input picture, "
+                        "which only --label_nc 0 reads; label maps of ids have one")
+    if opt.output_nc not in data.MODE_CHANNELS.values() or (
+            opt.label_nc == 0 and opt.input_nc not in data.MODE_CHANNELS.values()):
+        raise UserError("--input_nc and --output_nc: 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 "
+                        "(RGBA), the pictures an image file holds")
+    if opt.output_nc not in (1, 3) and not opt.no_vgg_loss:
+        raise UserError(f"--output_nc {opt.output_nc}: the VGG loss reads RGB (or grey) "
+                        "photos; add --no_vgg_loss")
+
+
 def check_image_size(opt):
     """The image G trains on must hold G's (and E's) total downsampling, and a crop must fit in
     the resized image."""
     multiple = runs.size_multiple(opt)
     crop = opt.resize_or_crop.endswith("crop")
-    if crop and opt.fineSize > opt.loadSize:
+    if crop and opt.resize_or_crop != "crop" and opt.fineSize > opt.loadSize:
         raise UserError(f"--fineSize {opt.fineSize} is larger than --loadSize {opt.loadSize}: "
                         f"the {opt.resize_or_crop} crop would not fit; lower --fineSize")
     side, flag = (opt.fineSize, "--fineSize") if crop else (opt.loadSize, "--loadSize")
@@ -225,11 +257,12 @@ def checkpoint_to_resume(opt):
         raise UserError(f"--continue_train: {path} not found; drop --continue_train to start a "
                         "new run, or check --name and --which_epoch")
     resume = runs.load_checkpoint(path)
-    differ = [k for k in runs.ARCHITECTURE_OPTIONS if resume["opt"].get(k) != getattr(opt, k)]
+    saved = vars(runs.architecture(resume["opt"]))
+    differ = [k for k in runs.ARCHITECTURE_OPTIONS if saved.get(k) != getattr(opt, k)]
     if differ:
         raise UserError(
             f"--continue_train: {path} was trained with different architecture options: "
-            + ", ".join(f"{k} (checkpoint {resume['opt'].get(k)}, now {getattr(opt, k)})"
+            + ", ".join(f"{k} (checkpoint {saved.get(k)}, now {getattr(opt, k)})"
                         for k in differ)
             + "; pass the checkpoint's values, or start a new run with another --name")
     resume["path"] = path
@@ -318,13 +351,16 @@ def training_data(opt, procs):
     """The training split of --dataroot, checked now by reading its first triplet, and the
     sampler that gives each process its share of each epoch."""
     dataset = EpochSeeded(runs.CommandLineErrors(data.PairedDataset(
-        opt.dataroot, "train", opt.label_nc, opt.no_instance, opt.loadSize, opt.fineSize,
-        opt.resize_or_crop, opt.no_flip, runs.size_multiple(opt), is_train=True)), opt.seed)
+        opt.dataroot, opt.phase, opt.label_nc, opt.no_instance, opt.loadSize, opt.fineSize,
+        opt.resize_or_crop, opt.no_flip, runs.size_multiple(opt), is_train=True,
+        input_nc=opt.input_nc, output_nc=opt.output_nc, load_features=opt.load_features,
+        max_dataset_size=opt.max_dataset_size)), opt.seed)
     if not dataset[0]["has_image"]:
         raise UserError(f"--dataroot {opt.dataroot}: the training split has no photos "
-                        "(train_img/ or leftImg8bit/); training needs them")
+                        f"({opt.phase}_img/ or leftImg8bit/); training needs them")
+    # --serial_batches: the files in their sorted order every epoch, as the official flag
     sampler = DistributedSampler(dataset, num_replicas=procs.world_size, rank=procs.rank,
-                                 shuffle=True, seed=opt.seed)
+                                 shuffle=not opt.serial_batches, seed=opt.seed)
     return dataset, sampler
 
 
@@ -344,7 +380,8 @@ def synthetic_city_once(root, procs):
 
 def epoch_batches(dataset, sampler, state, opt, procs):
     """This epoch's batches for this process, on its device: label ids (B, 1, H, W), instance ids
-    (B, 1, H, W), photos (B, 3, H, W). Order and augmentation come from (seed, epoch, index), so
+    (B, 1, H, W), photos (B, output_nc, H, W), and the precomputed feature maps (B, 3, H, W)
+    with --load_features, else None. Order and augmentation come from (seed, epoch, index), so
     a resumed epoch only skips the batches already consumed. The pixels of each class are counted
     on the way (``state.class_pixels``), so that inference can name the classes G never saw."""
     sampler.set_epoch(state.epoch)
@@ -359,7 +396,8 @@ def epoch_batches(dataset, sampler, state, opt, procs):
                                                  minlength=len(state.class_pixels))
         yield (batch["label"].to(procs.device, non_blocking=True),
                batch["inst"].to(procs.device, non_blocking=True),
-               batch["image"].to(procs.device, non_blocking=True))
+               batch["image"].to(procs.device, non_blocking=True),
+               batch["feat"].to(procs.device, non_blocking=True) if "feat" in batch else None)
 
 
 class EpochSeeded(Dataset):
@@ -526,6 +564,7 @@ class Outputs:
         self.last_log, self.interval, self.bar = time.time(), [], None
         # Built first: a segmenter or split it cannot read stops the run before it writes.
         self.validation = Validation(opt, procs, self.run_dir) if opt.val_freq else None
+        self.tensorboard = None
         if procs.is_main:
             self.set_aside_an_earlier_run()
             (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -537,6 +576,8 @@ class Outputs:
                       ["epoch", "iteration", *loss_names, "lr", "sec_per_iter"], keep_until)
             if self.validation is not None:
                 start_log(self.validation.log, Validation.COLUMNS, keep_until)
+            if opt.tf_log:
+                self.tensorboard = tensorboard_writer(self.run_dir / "logs")
 
     def set_aside_an_earlier_run(self):
         """--start_over: the folder of an earlier run becomes NAME.replaced-DATE, kept whole."""
@@ -586,12 +627,30 @@ class Outputs:
                                f"lr {lr:.2e}) {losses}")
                 append_row(self.run_dir / "loss_log.csv", [state.epoch, it, *(
                     f"{v:.6g}" for v in means.values()), f"{lr:.6g}", f"{seconds:.4f}"])
+                if self.tensorboard is not None:  # the official tags: the losses' names
+                    for k, v in means.items():
+                        self.tensorboard.add_scalar(k, v, it)
             self.last_log, self.interval = time.time(), []
         if self.procs.is_main and it % opt.display_freq == 0:
-            save_sample_grid(self.run_dir / "samples" / f"epoch{state.epoch:03d}_iter{it:08d}.png",
-                             s, fake, x, opt.label_nc)
+            self.show_samples(state, s, fake, x)
         if it % opt.save_latest_freq == 0:
             self.save(state, "latest.pt")
+
+    def show_samples(self, state, s, fake, x):
+        """A sample grid in samples/, and, as the official display: web/index.html (unless
+        --no_html) and TensorBoard images (--tf_log, the official tags)."""
+        opt, it = self.opt, state.iteration
+        name = f"epoch{state.epoch:03d}_iter{it:08d}.png"
+        save_sample_grid(self.run_dir / "samples" / name, s, fake, x, opt.label_nc)
+        if not opt.no_html:
+            write_samples_page(self.run_dir, opt.name, opt.display_winsize)
+        if self.tensorboard is not None:
+            panels = {"input_label": data.label_to_image(s, opt.label_nc),
+                      "synthesized_image": data.tensor_to_image(fake),
+                      "real_image": data.tensor_to_image(x)}
+            for tag, picture in panels.items():
+                self.tensorboard.add_image(tag, np.asarray(picture.convert("RGB")), it,
+                                           dataformats="HWC")
 
     def end_epoch(self, state, complete):
         if not complete:
@@ -632,6 +691,8 @@ class Outputs:
                   f"{self.run_dir / 'samples'}")
             if state.stop == "interrupted":
                 print("Resume with the same command and --continue_train")
+            if self.tensorboard is not None:
+                self.tensorboard.close()
         if self.procs.distributed:
             dist.barrier()
 
@@ -670,7 +731,8 @@ class Validation:
             x = data.generator_input(label.to(device), inst.to(device), opt.label_nc,
                                      opt.no_instance)
             if state.E is not None:
-                x = torch.cat([x, state.E(photo.to(device), inst.to(device))], dim=1)
+                regions = runs.feature_regions(opt, label, inst).to(device)
+                x = torch.cat([x, state.E(photo.to(device), regions)], dim=1)
             return state.G(x).float()
 
 
@@ -683,6 +745,35 @@ def save_sample_grid(path, s, fake, x, label_nc):
     for i, panel in enumerate(panels):
         grid.paste(panel, (i * W, 0))
     grid.save(path)
+
+
+def check_tensorboard():
+    """--tf_log needs the tensorboard package, and only then: checked before the run writes."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tf_log needs TensorBoard: pip install tensorboard") from None
+    return SummaryWriter
+
+
+def tensorboard_writer(log_dir):
+    """--tf_log: a TensorBoard writer (torch.utils.tensorboard) in ``log_dir``."""
+    return check_tensorboard()(log_dir=str(log_dir))
+
+
+def write_samples_page(run_dir, title, width):
+    """web/index.html: every sample grid of samples/, newest first, each panel ``width`` pixels
+    wide (--display_winsize), written atomically."""
+    grids = sorted((Path(run_dir) / "samples").glob("*.png"), reverse=True)
+    rows = "\n".join(f'<h3>{g.stem}</h3><img src="../samples/{g.name}" width="{3 * width}">'
+                     for g in grids)
+    page = Path(run_dir) / "web" / "index.html"
+    page.parent.mkdir(exist_ok=True)
+    tmp = page.with_name(".index.html.tmp")
+    tmp.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+                   "</title></head><body>\n<p>label | synthesized | real</p>\n"
+                   f"{rows}\n</body></html>\n")
+    os.replace(tmp, page)
 
 
 def start_log(path, columns, keep_until=None):
