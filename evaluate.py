@@ -489,19 +489,22 @@ def command_score(opt):
 def scored_images(opt, device):
     """(the model, the images to score, a name for them): a run's G (or NVIDIA's), its untrained
     twin (seeded with --seed), or the real photos read as the model reads its data."""
+    given = runs.given_architecture(opt)
     if opt.official_checkpoint:
         if opt.untrained:
             raise UserError("--untrained needs a run of ours (--name): an official checkpoint "
                             "has no recorded initialisation")
-        model = infer.load_official_model(opt.official_checkpoint, opt.netG, opt.ngf,
-                                          opt.label_nc, device, opt.amp)
+        model = infer.load_official_model(opt.official_checkpoint, given.get("netG"),
+                                          given.get("ngf"), given.get("label_nc", 35), device,
+                                          opt.amp)
         opt.name = Path(opt.official_checkpoint).parent.name or "official"
     elif opt.name is None:
         raise UserError("--name: the run whose images (or whose data size, with --real) to "
                         "score, or --official_checkpoint PATH")
     else:
         model = infer.load_run(Path(opt.checkpoints_dir) / opt.name, opt.which_epoch, device,
-                               opt.amp, opt.label_nc)
+                               opt.amp, given.get("label_nc", 35))
+        runs.check_architecture(given, model.opt, model.source)
     if opt.real:
         return model, real_photos, f"real photos ({opt.phase})"
     if opt.segmenter and model.opt.label_nc != CITYSCAPES_LABEL_NC:

@@ -789,7 +789,7 @@ def check_command(opt):
 def open_generator(opt):
     """(the model, the folder of its run or file), with --loadSize / --resize_or_crop."""
     device = runs.pick_device(opt.device)
-    given = {k: v for k, v in vars(opt).items() if k in runs.ARCHITECTURE_OPTIONS}
+    given = runs.given_architecture(opt)
     if opt.official_checkpoint:
         run_dir = Path(opt.official_checkpoint).parent
         model = load_official_model(opt.official_checkpoint, given.get("netG"), given.get("ngf"),

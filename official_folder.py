@@ -42,9 +42,6 @@ OFFICIAL_DEFAULTS = dict(
     instance_feat=False, feat_num=3, nef=16, n_downsample_E=4, input_nc=3, output_nc=3,
     loadSize=1024, fineSize=512, resize_or_crop="scale_width")
 
-# Official options whose networks have other keys than official.py maps (batch norm's weights
-# and statistics, dropout's shifted positions, E on label maps): refused, not guessed.
-UNMAPPED = {"norm": "instance", "use_dropout": False, "label_feat": False}
 
 
 def weights_file(run_dir, which_epoch, net):
@@ -148,11 +145,15 @@ def read_state_dict(file):
 def checked_options(options, path):
     """``options`` with those that shape the networks checked for their kind; the rest (any
     other official option) pass through under their official names."""
-    for name, plain in UNMAPPED.items():
-        if options.get(name, plain) != plain:
-            raise UserError(f"{path}: {name} {options[name]}: official.py maps the official "
-                            "networks with instance norm, no dropout and no label features only; "
-                            "such a run cannot be loaded")
+    if options.get("norm", "instance") != "instance":  # batch norm's weights and statistics
+        raise UserError(f"{path}: norm {options['norm']}: official.py maps the official "
+                        "networks with instance norm only; such a run cannot be loaded")
+    if options.get("use_dropout"):
+        # The official --use_dropout never reaches G (define_G does not pass it on): the run's
+        # G has no dropout, and is loaded as it is.
+        print(f"note: {path}: use_dropout True, but the official code never gave its G dropout; "
+              "loaded without (use_dropout False)")
+        options["use_dropout"] = False
     for name, default in OFFICIAL_DEFAULTS.items():
         value = options[name]
         fits = (isinstance(value, bool) if isinstance(default, bool) else
@@ -258,7 +259,7 @@ def resume_state(opt, run_dir):
     if which != "latest" and not str(which).isdigit():
         raise UserError(f"--which_epoch {which}: 'latest' or an epoch number")
     options, states = read_run(run_dir, which, label_nc=opt.label_nc)
-    needed = ["D"] + (["E"] if opt.instance_feat else [])
+    needed = ["D"] + (["E"] if runs.has_encoder(opt) else [])
     for net in needed:
         if net not in states:
             raise UserError(f"--continue_train: {weights_file(run_dir, which, net)} not found "

@@ -260,6 +260,12 @@ def add_model_options(parser, given_only=False):
     return g
 
 
+def given_architecture(opt):
+    """{option: value} of the architecture flags given on a command line that declares them
+    without defaults (``add_model_options(given_only=True)``)."""
+    return {k: v for k, v in vars(opt).items() if k in ARCHITECTURE_OPTIONS}
+
+
 def check_architecture(given, saved, source):
     """The architecture flags a user ``given`` (a dict) for a trained model must be its own
     (``saved``): they describe it, as in the official test scripts, and cannot change it."""

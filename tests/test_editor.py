@@ -290,10 +290,15 @@ def test_latency_is_measured_on_fresh_states_and_leaves_one(session):
     assert len(session.history) == 1 and session.position == 0
 
 
-@pytest.mark.parametrize("opt, flag", [({"label_nc": 35, "no_instance": True}, "--no_instance"),
-                                       ({"label_nc": 0, "no_instance": False}, "--label_nc 0")])
-def test_runs_without_label_ids_or_instance_maps_are_refused_with_the_reason(opt, flag):
+@pytest.mark.parametrize("opt, flag", [
+    ({"label_nc": 35, "no_instance": True}, "--no_instance"),
+    ({"label_nc": 0, "no_instance": False}, "--label_nc 0"),
+    ({"label_nc": 35, "no_instance": False, "label_feat": True}, "--label_feat"),
+    ({"label_nc": 35, "no_instance": False, "load_features": True}, "--load_features")])
+def test_runs_without_label_ids_instance_maps_or_instance_features_are_refused_with_the_reason(
+        opt, flag):
     model = SimpleNamespace(opt=SimpleNamespace(**opt), source="run/latest.pt")
-    with pytest.raises(UserError, match=f"edits label maps of ids with instance maps; this run "
-                                        f"was trained with {flag}"):
+    with pytest.raises(UserError, match=f"edits label maps of ids with instance maps and E's "
+                                        f"features per instance; this run was trained with "
+                                        f"{flag}$"):
         editor.Editor(model, "unused")

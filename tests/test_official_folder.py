@@ -44,6 +44,7 @@ CONFIGS = {
     "no_instance": dict(no_instance=True),
     "label_nc_0": dict(label_nc=0, no_instance=True),
     "instance_feat": dict(instance_feat=True),
+    "label_feat": dict(label_feat=True),  # E averages over class regions, not instances
     "deeper_and_wider": dict(ngf=6, n_downsample_global=3, n_blocks_global=2, num_D=3,
                              n_layers_D=2, ndf=4),
 }
@@ -53,7 +54,8 @@ def official_networks(options, seed=0):
     """NVIDIA's G, D (and E) of these options, in the official layout, random weights."""
     o = argparse.Namespace(**options)
     labels = (o.label_nc or 3) + (0 if o.no_instance else 1)
-    G_in = labels + (o.feat_num if o.instance_feat else 0)
+    features = o.instance_feat or getattr(o, "label_feat", False)
+    G_in = labels + (o.feat_num if features else 0)
     if o.netG == "local":
         G = official_local(G_in, 3, o.ngf, o.n_downsample_global, o.n_blocks_global,
                            o.n_local_enhancers, o.n_blocks_local)
@@ -61,7 +63,7 @@ def official_networks(options, seed=0):
         G = official_global(G_in, 3, o.ngf, o.n_downsample_global, o.n_blocks_global)
     nets = {"G": _randomised(G, seed), "D": _randomised(
         official_multiscale_D(labels + 3, o.ndf, o.n_layers_D, o.num_D), seed + 1)}
-    if o.instance_feat:  # the official E: G1's layout without residual blocks
+    if features:  # the official E: G1's layout without residual blocks
         nets["E"] = _randomised(official_global(3, o.feat_num, o.nef, o.n_downsample_E, 0),
                                 seed + 2)
     return nets
@@ -77,10 +79,11 @@ def write_official_run(folder, options, iter_txt=(2, 2), opt_txt=True):
     if iter_txt is not None:
         np.savetxt(folder / "iter.txt", iter_txt, delimiter=",", fmt="%d")
     if opt_txt:
-        every = {**options, "name": folder.name, "gpu_ids": [0], "isTrain": True,
+        every = {"name": folder.name, "gpu_ids": [0], "isTrain": True,
                  "max_dataset_size": float("inf"), "load_pretrain": "", "norm": "instance",
                  "dataroot": "./datasets/cityscapes/", "resize_or_crop": "scale_width",
-                 "loadSize": 64, "fineSize": 32, "use_dropout": False, "label_feat": False}
+                 "loadSize": 64, "fineSize": 32, "use_dropout": False, "label_feat": False,
+                 **options}
         lines = [f"{k}: {v}" for k, v in sorted(every.items())]
         (folder / "opt.txt").write_text("------------ Options -------------\n" + "\n".join(lines)
                                         + "\n-------------- End ----------------\n")
@@ -110,7 +113,7 @@ def generator_input(options, city):
         **official_folder.OFFICIAL_DEFAULTS, **options, "loadSize": 64}), city)[0]
     x = data.generator_input(item["label"][None], item["inst"][None], options["label_nc"],
                              options["no_instance"])
-    if options["instance_feat"]:
+    if options["instance_feat"] or options.get("label_feat"):
         x = torch.cat([x, torch.randn(1, options["feat_num"], *x.shape[-2:])], dim=1)
     return x
 
@@ -149,13 +152,28 @@ def test_official_run_loads_and_computes_what_the_official_networks_compute(conf
     x = generator_input(options, city)
     with torch.no_grad():
         torch.testing.assert_close(model.G(x), nets["G"](x))
-        if options["instance_feat"]:
+        if options["instance_feat"] or options.get("label_feat"):
             photo = torch.rand(1, 3, 32, 64) * 2 - 1
             inst = torch.zeros(1, 1, 32, 64, dtype=torch.long)
             torch.testing.assert_close(  # one instance: E's output averaged over the image
                 model.E(photo, inst), nets["E"](photo).mean(dim=(2, 3), keepdim=True).expand(
                     1, 3, 32, 64))
     assert model.opt.ngf == options["ngf"] and model.opt.netG == options["netG"]
+
+
+def test_use_dropout_in_opt_txt_loads_without_dropout_as_the_official_g_had_none(city,
+                                                                                tmp_path, capsys):
+    """The official define_G never passes --use_dropout on: such a run's G has no dropout, and
+    the same keys; loaded here, it computes what it computed there."""
+    options = {**BASE, "use_dropout": True}
+    nets = write_official_run(tmp_path / "run", options)
+    model = infer.load_run(tmp_path / "run")
+    assert "never gave its G dropout" in capsys.readouterr().out
+    assert model.opt.use_dropout is False
+    x = generator_input(options, city)
+    model.G.train()  # where dropout would act
+    with torch.no_grad():
+        torch.testing.assert_close(model.G(x), nets["G"](x))
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
@@ -175,7 +193,8 @@ def test_official_run_continues_training_from_its_iter_txt(config, city, tmp_pat
     checkpoint = runs.load_checkpoint(tmp_path / "run" / "latest.pt")
     assert (checkpoint["iteration"], checkpoint["epoch"]) == (8, 2)
     for name in runs.ARCHITECTURE_OPTIONS:
-        assert checkpoint["opt"][name] == options[name], name
+        assert checkpoint["opt"][name] == {**official_folder.OFFICIAL_DEFAULTS, **options}.get(
+            name, runs.ARCHITECTURE_DEFAULTS.get(name)), name
 
 
 def test_continuing_with_a_flag_that_contradicts_opt_txt_is_refused(city, tmp_path, capsys):
