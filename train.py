@@ -465,32 +465,7 @@ def build_parser():
                          seed_help="seed of the weights, the data order and the augmentation")
     runs.add_official_run_options(p)
 
-    g = p.add_argument_group("data")
-    g.add_argument("--dataroot", default=None,
-                   help="dataset root: pix2pixHD layout (train_label/, train_inst/, train_img/) or "
-                        "the Cityscapes download (gtFine/, leftImg8bit/); none: "
-                        f"{OFFICIAL_DATAROOT} if it exists, else the synthetic city")
-    g.add_argument("--phase", default="train", help="the split to train on")
-    g.add_argument("--label_nc", type=runs.whole(0), default=35,
-                   help="number of label ids (Cityscapes: 35); 0 reads RGB inputs from train_A/")
-    g.add_argument("--no_instance", action="store_true",
-                   help="no instance maps: drop the boundary channel (paper uses instance maps)")
-    g.add_argument("--loadSize", type=runs.whole(1), default=1024,
-                   help="scale images to this width (paper: 1024 for G1, 2048 for G1+G2)")
-    g.add_argument("--fineSize", type=runs.whole(1), default=512,
-                   help="crop size for the *_crop modes")
-    g.add_argument("--resize_or_crop", default="scale_width",
-                   choices=data.RESIZE_OR_CROP, help="preprocessing (official names)")
-    g.add_argument("--no_flip", action="store_true", help="no random horizontal flip")
-    g.add_argument("--batchSize", type=runs.whole(1), default=1,
-                   help="batch size PER PROCESS (with torchrun: per GPU); paper: 1")
-    g.add_argument("--num_workers", "--nThreads", type=runs.whole(0), default=2,
-                   help="data loading processes per training process (official name: nThreads)")
-    g.add_argument("--serial_batches", action="store_true",
-                   help="the images in order every epoch, not shuffled")
-    g.add_argument("--max_dataset_size", type=runs.whole(1), default=None,
-                   help="train on the first N images (by file name) only")
-
+    add_data_options(p)
     runs.add_model_options(p)
 
     g = p.add_argument_group("training")
@@ -542,6 +517,34 @@ def build_parser():
     evaluate.add_validation_options(p)
     add_output_options(p)
     return p
+
+
+def add_data_options(p):
+    g = p.add_argument_group("data")
+    g.add_argument("--dataroot", default=None,
+                   help="dataset root: pix2pixHD layout (train_label/, train_inst/, train_img/) or "
+                        "the Cityscapes download (gtFine/, leftImg8bit/); none: "
+                        f"{OFFICIAL_DATAROOT} if it exists, else the synthetic city")
+    g.add_argument("--phase", default="train", help="the split to train on")
+    g.add_argument("--label_nc", type=runs.whole(0), default=35,
+                   help="number of label ids (Cityscapes: 35); 0 reads RGB inputs from train_A/")
+    g.add_argument("--no_instance", action="store_true",
+                   help="no instance maps: drop the boundary channel (paper uses instance maps)")
+    g.add_argument("--loadSize", type=runs.whole(1), default=1024,
+                   help="scale images to this width (paper: 1024 for G1, 2048 for G1+G2)")
+    g.add_argument("--fineSize", type=runs.whole(1), default=512,
+                   help="crop size for the *_crop modes")
+    g.add_argument("--resize_or_crop", default="scale_width",
+                   choices=data.RESIZE_OR_CROP, help="preprocessing (official names)")
+    g.add_argument("--no_flip", action="store_true", help="no random horizontal flip")
+    g.add_argument("--batchSize", type=runs.whole(1), default=1,
+                   help="batch size PER PROCESS (with torchrun: per GPU); paper: 1")
+    g.add_argument("--num_workers", "--nThreads", type=runs.whole(0), default=2,
+                   help="data loading processes per training process (official name: nThreads)")
+    g.add_argument("--serial_batches", action="store_true",
+                   help="the images in order every epoch, not shuffled")
+    g.add_argument("--max_dataset_size", type=runs.whole(1), default=None,
+                   help="train on the first N images (by file name) only")
 
 
 def add_output_options(p):
