@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 import data
+import evaluate
 import infer
 import manipulate
 import official
@@ -195,6 +196,48 @@ def test_official_run_continues_training_from_its_iter_txt(config, city, tmp_pat
     for name in runs.ARCHITECTURE_OPTIONS:
         assert checkpoint["opt"][name] == {**official_folder.OFFICIAL_DEFAULTS, **options}.get(
             name, runs.ARCHITECTURE_DEFAULTS.get(name)), name
+
+
+def test_continuing_from_an_epoch_file_goes_on_after_that_epoch_with_its_weights(city, tmp_path,
+                                                                                capsys):
+    """--which_epoch 1 reads 1_net_*.pth, not latest_net_*: epoch 2 from its first image, so
+    iteration 4 (4 images an epoch); the G that goes on is epoch 1's."""
+    nets = write_official_run(tmp_path / "run", BASE)
+    epoch1 = official_networks(BASE, seed=7)
+    for name, net in epoch1.items():
+        torch.save(net.state_dict(), tmp_path / "run" / f"1_net_{name}.pth")
+    model = infer.load_run(tmp_path / "run", which_epoch="1")
+    x = generator_input(BASE, city)
+    with torch.no_grad():
+        torch.testing.assert_close(model.G(x), epoch1["G"](x))
+        assert not torch.allclose(model.G(x), nets["G"](x))
+    code, out, err = run_command(train.main, [
+        "--dataroot", city, "--checkpoints_dir", tmp_path, "--name", "run", *TINY_RUN,
+        "--continue_train", "--which_epoch", "1", "--max_iters", 5], capsys)
+    assert code == 0, err
+    assert "at epoch 2, iteration 4 (0 images into epoch 2)" in out
+    assert runs.load_checkpoint(tmp_path / "run" / "latest.pt")["iteration"] == 5
+
+
+def test_evaluate_scores_an_official_folder_as_the_g_it_holds(city, tmp_path, capsys):
+    """evaluate.py score --name of an official folder: the Table 1 numbers of its G, the same as
+    scoring the loaded G directly."""
+    write_official_run(tmp_path / "run", BASE)
+    torch.manual_seed(0)
+    evaluate.save_segmenter(evaluate.SmallSegmenter(input_size=(64, 32)).eval(),
+                            tmp_path / "seg.pt2")
+    code, _, err = run_command(evaluate.main, [
+        "score", "--name", "run", "--checkpoints_dir", tmp_path, "--dataroot", city,
+        "--segmenter", tmp_path / "seg.pt2", "--device", "cpu", "--json", tmp_path / "s.json"],
+        capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "s.json").read_text())
+    model = infer.load_run(tmp_path / "run")
+    expected = evaluate.score_split(evaluate.model_synthesizer(model),
+                                    infer.inference_dataset(model.opt, city, "test"),
+                                    evaluate.load_segmenter(tmp_path / "seg.pt2"))
+    assert report["images"] == 1
+    assert (report["mIoU"], report["accuracy"]) == (expected["mIoU"], expected["accuracy"])
 
 
 def test_continuing_with_a_flag_that_contradicts_opt_txt_is_refused(city, tmp_path, capsys):
