@@ -661,7 +661,7 @@ class Outputs:
         if state.epoch % self.opt.save_epoch_freq == 0:
             self.save(state, f"epoch_{state.epoch}.pt")
         if self.validation is not None and state.epoch % self.opt.val_freq == 0:
-            self.validation.score(state, self.bar)
+            self.validation.score(state, self.bar, self.tensorboard)
         if self.procs.is_main:
             plot_loss_log(self.run_dir / "loss_log.csv", self.run_dir / "loss_plot.png")
 
@@ -700,8 +700,8 @@ class Outputs:
 class Validation:
     """--val_freq: every N epochs, the Table 1 score of G on a held-out split (``evaluate``: the
     segmenter's mean IoU and pixel accuracy against the split's label maps), in val_log.csv, on
-    the console and in loss_plot.png, so that progress and overfitting show. Rank 0 scores; the
-    other processes wait for it at their next collective."""
+    the console, in loss_plot.png and, with --tf_log, in TensorBoard, so that progress and
+    overfitting show. Rank 0 scores; the other processes wait for it at their next collective."""
 
     COLUMNS = ["epoch", "iteration", "mIoU", "accuracy"]
 
@@ -713,7 +713,7 @@ class Validation:
             self.dataset = runs.CommandLineErrors(infer.inference_dataset(
                 opt, opt.dataroot, opt.val_phase))
 
-    def score(self, state, bar):
+    def score(self, state, bar, tensorboard=None):
         if not self.procs.is_main:
             return
         report = evaluate.score_split(functools.partial(self.synthesize, state), self.dataset,
@@ -723,6 +723,9 @@ class Validation:
         bar.write(f"(epoch {state.epoch}, iteration {state.iteration}) validation on "
                   f"{report['images']} {self.opt.val_phase} images: mean IoU "
                   f"{report['mIoU']:.4f}, accuracy {report['accuracy']:.4f}")
+        if tensorboard is not None:  # --tf_log: beside the losses, by iteration
+            for key in ("mIoU", "accuracy"):
+                tensorboard.add_scalar(f"validation/{key}", report[key], state.iteration)
 
     @torch.inference_mode()
     def synthesize(self, state, label, inst, photo):

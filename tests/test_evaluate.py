@@ -188,15 +188,25 @@ def test_a_trained_model_scores_clearly_above_its_untrained_twin(feature_run, se
 
 def test_validation_during_training_logs_the_score_beside_the_losses(feature_run, segmenter_file,
                                                                     tmp_path):
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator",
+        reason="tensorboard is not installed (pip install tensorboard)")
     train.main(["--dataroot", str(feature_run["city"]), "--checkpoints_dir", str(tmp_path),
                 "--name", "val", *TINY_FEAT, "--niter", "1", "--niter_decay", "1",
                 "--val_freq", "1", "--val_segmenter", str(segmenter_file),
-                "--val_how_many", "2", "--print_freq", "8"])
+                "--val_how_many", "2", "--print_freq", "8", "--tf_log"])
     rows = (tmp_path / "val" / "val_log.csv").read_text().splitlines()
     assert rows[0] == "epoch,iteration,mIoU,accuracy"
     assert [r.split(",")[:2] for r in rows[1:]] == [["1", "24"], ["2", "48"]]
     assert all(0 <= float(v) <= 1 for r in rows[1:] for v in r.split(",")[2:])
     assert (tmp_path / "val" / "loss_plot.png").stat().st_size > 0
+    events = event_accumulator.EventAccumulator(str(tmp_path / "val" / "logs"))
+    events.Reload()
+    for column, key in ((2, "mIoU"), (3, "accuracy")):  # TensorBoard holds what the CSV holds
+        logged = events.Scalars(f"validation/{key}")
+        assert [e.step for e in logged] == [24, 48]
+        assert [e.value for e in logged] == pytest.approx(
+            [float(r.split(",")[column]) for r in rows[1:]], rel=1e-5)
 
 
 def test_the_ablation_script_trains_and_scores_every_variant_from_every_seed(
