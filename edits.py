@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import data
-import manipulate
+import infer
 
 # Cityscapes classes with instances (hasInstances in cityscapesScripts' labels.py): person,
 # rider, car, truck, bus, caravan, trailer, train, motorcycle, bicycle.
@@ -199,10 +199,14 @@ def box(size, x0, y0, x1, y1):
 
 def feature_table(features, inst):
     """{instance id: (feat_num,) float32 tensor} from an instance-pooled feature map F (1,
-    feat_num, H, W) (E's output) and its instance map (.., H, W): one vector per instance."""
-    inst = torch.as_tensor(np.asarray(inst)).reshape(1, 1, *np.shape(inst)[-2:])
-    ids, vectors, _ = manipulate.instance_vectors(features, inst)
-    return dict(zip(ids.tolist(), vectors))
+    feat_num, H, W) (E's output, or cluster centres painted in) and its instance map (.., H, W):
+    one vector per instance, read at its first pixel, since F is constant inside an instance."""
+    ids, inverse = torch.unique(torch.as_tensor(np.asarray(inst)).reshape(-1),
+                                return_inverse=True)
+    pixels = torch.arange(len(inverse))
+    first = torch.full((len(ids),), len(inverse)).scatter_reduce(0, inverse, pixels, "amin")
+    vectors = features[0].reshape(features.shape[1], -1)[:, first.to(features.device)]
+    return dict(zip(ids.tolist(), vectors.T.float().cpu()))
 
 
 def complete(table, inst, clusters, feat_num, generator):
@@ -234,11 +238,9 @@ def restyle(table, instance_id, centre):
 
 def diverse(inst, clusters, feat_num, seed):
     """Diverse results for one label map (sec. 3.4): every instance drawn from its class's
-    clusters with a seeded generator, in increasing id order, exactly the draws of ``infer.py
-    --feature_source clusters --seed SEED``; classes without clusters get zeros."""
-    generator = torch.Generator().manual_seed(seed)
-    table = {}
-    for i in np.unique(np.asarray(inst)).tolist():
-        c = data.instance_class(i)
-        table[i] = draw_centre(clusters, c, feat_num, generator)
-    return table
+    clusters with a seeded generator, the draws of ``infer.py --feature_source clusters --seed
+    SEED`` (``infer.sample_cluster_features``); classes without clusters get zeros."""
+    inst = torch.as_tensor(np.asarray(inst)).reshape(1, 1, *np.shape(inst)[-2:])
+    F, _ = infer.sample_cluster_features(inst, clusters or {}, feat_num,
+                                         torch.Generator().manual_seed(seed))
+    return feature_table(F, inst)

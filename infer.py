@@ -48,10 +48,6 @@ CLUSTER_FILE = "clusters.npz"
 # The data flags a user gives here; label_nc and no_instance are the model's own.
 DATA_FLAGS = {"root": "--dataroot", "load_size": "--loadSize"}
 
-# With no --dataroot: the official default, else the synthetic city train.py writes.
-OFFICIAL_DATAROOT = "./datasets/cityscapes"
-SYNTHETIC_CITY = "./datasets/synthetic_city"
-
 
 # ---------------------------------------------------------------------------------------------
 # Models: ours and NVIDIA's
@@ -514,7 +510,8 @@ def build_parser():
     g = p.add_argument_group("data")
     g.add_argument("--dataroot", default=None,
                    help=f"dataset root (pix2pixHD or Cityscapes layout); default: "
-                        f"{OFFICIAL_DATAROOT} if it exists, else {SYNTHETIC_CITY} if it exists")
+                        f"{runs.OFFICIAL_DATAROOT} if it exists, else {runs.SYNTHETIC_CITY} if "
+                        "it exists")
     g.add_argument("--phase", default="test", help="split to synthesize")
     g.add_argument("--how_many", type=runs.whole(1), default=None,
                    help="stop after N images (all; the official test.py: 50)")
@@ -637,8 +634,8 @@ def resolve_test_options(opt):
     if opt.max_dataset_size is not None:
         opt.how_many = min(opt.how_many or opt.max_dataset_size, opt.max_dataset_size)
     if opt.dataroot is None and opt.label is None:
-        for root, what in ((OFFICIAL_DATAROOT, "the official default"),
-                           (SYNTHETIC_CITY, "the synthetic city")):
+        for root, what in ((runs.OFFICIAL_DATAROOT, "the official default"),
+                           (runs.SYNTHETIC_CITY, "the synthetic city")):
             if Path(root).is_dir():
                 opt.dataroot = root
                 print(f"No --dataroot: synthesizing from {root}, {what}")

@@ -39,6 +39,11 @@ class RunStopped(Exception):
     exit code 1."""
 
 
+# Where the data is when no --dataroot is given, for training and inference alike: Cityscapes
+# where the official code looks for it, else the synthetic city that train.py writes.
+OFFICIAL_DATAROOT = "./datasets/cityscapes"
+SYNTHETIC_CITY = "./datasets/synthetic_city"
+
 # The options that give G, D and E their shapes: a checkpoint's own values rebuild its networks,
 # and a resumed run must use them.
 ARCHITECTURE_OPTIONS = ["label_nc", "no_instance", "netG", "ngf", "n_downsample_global",

@@ -42,11 +42,8 @@ from train_machinery import (ImagePool, Outputs, StopRequest, average_gradients,
 
 LOSS_NAMES = ["G_GAN", "G_GAN_Feat", "G_VGG", "D_real", "D_fake"]  # the official names
 
-# With no --dataroot: Cityscapes where the official code looks for it, when it is there; else the
-# synthetic city at 256x128 and a model that learns it on 2 CPU cores in minutes. Only the
-# options the user did not set change.
-OFFICIAL_DATAROOT = "./datasets/cityscapes"
-SYNTHETIC_CITY = "./datasets/synthetic_city"
+# With no --dataroot and no runs.OFFICIAL_DATAROOT: the synthetic city at 256x128 and a model
+# that learns it on 2 CPU cores in minutes. Only the options the user did not set change.
 SYNTHETIC_DEFAULTS = dict(name="synthetic_city", loadSize=256, fineSize=256, ngf=32,
                           n_downsample_global=3, n_blocks_global=3, ndf=32, num_D=2,
                           niter=10, niter_decay=10, num_workers=0, display_freq=100,
@@ -63,7 +60,7 @@ def train(opt, stop=None):
     check_options(opt, synthetic)
     resume = checkpoint_to_resume(opt)
     if synthetic:
-        opt.dataroot = synthetic_city_once(SYNTHETIC_CITY, procs)
+        opt.dataroot = synthetic_city_once(runs.SYNTHETIC_CITY, procs)
     dataset, sampler = training_data(opt, procs)
     n_batches = math.ceil(len(sampler) / opt.batchSize)        # per epoch, in each process
     vgg_loss = perceptual_loss(opt, procs, synthetic)
@@ -437,11 +434,11 @@ def choose_dataroot(opt, given):
     if opt.dataroot is not None:
         return
     say = print if int(os.environ.get("RANK", "0")) == 0 else (lambda *a: None)
-    if Path(OFFICIAL_DATAROOT).is_dir():
-        opt.dataroot = OFFICIAL_DATAROOT
-        say(f"No --dataroot: training on {OFFICIAL_DATAROOT}, the official default")
+    if Path(runs.OFFICIAL_DATAROOT).is_dir():
+        opt.dataroot = runs.OFFICIAL_DATAROOT
+        say(f"No --dataroot: training on {runs.OFFICIAL_DATAROOT}, the official default")
         return
-    say(f"No --dataroot and no {OFFICIAL_DATAROOT}: training on the synthetic city")
+    say(f"No --dataroot and no {runs.OFFICIAL_DATAROOT}: training on the synthetic city")
     for name, value in SYNTHETIC_DEFAULTS.items():
         if name not in given:
             setattr(opt, name, value)
@@ -458,7 +455,7 @@ def build_parser():
                "CPU-sized model on it with these defaults, unless set on the command line: %s. "
                "Its VGG loss is on when the VGG19 ImageNet weights are in the torch hub cache, "
                "else off (with a real --dataroot, missing weights stop the run). Multi-GPU: "
-               "torchrun --nproc_per_node=N train.py ..." % (SYNTHETIC_CITY, ", ".join(
+               "torchrun --nproc_per_node=N train.py ..." % (runs.SYNTHETIC_CITY, ", ".join(
                    f"--{k} {v}" for k, v in SYNTHETIC_DEFAULTS.items())),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     runs.add_run_options(p, name_default="label2city",
@@ -524,7 +521,7 @@ def add_data_options(p):
     g.add_argument("--dataroot", default=None,
                    help="dataset root: pix2pixHD layout (train_label/, train_inst/, train_img/) or "
                         "the Cityscapes download (gtFine/, leftImg8bit/); none: "
-                        f"{OFFICIAL_DATAROOT} if it exists, else the synthetic city")
+                        f"{runs.OFFICIAL_DATAROOT} if it exists, else the synthetic city")
     g.add_argument("--phase", default="train", help="the split to train on")
     g.add_argument("--label_nc", type=runs.whole(0), default=35,
                    help="number of label ids (Cityscapes: 35); 0 reads RGB inputs from train_A/")

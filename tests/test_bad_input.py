@@ -36,7 +36,7 @@ import infer
 import manipulate
 import synthetic_city
 import train
-from conftest import tree
+from conftest import run_command, tree
 
 TINY = ["--loadSize", "64", "--ngf", "8", "--n_downsample_global", "2", "--n_blocks_global", "1",
         "--ndf", "8", "--num_D", "1", "--nef", "8", "--no_vgg_loss", "--num_workers", "0",
@@ -59,13 +59,8 @@ def run_program(program, argv, monkeypatch, capsys):
     a progress bar). No traceback may appear anywhere."""
     main, script = PROGRAMS[program]
     monkeypatch.setattr(sys, "argv", [script])
-    code = 0
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
+    code, out, err = run_command(main, argv, capsys)
+    assert "Traceback" not in out
     lines = [line for line in re.split(r"[\r\n]", err)
              if line.strip() and not TQDM_LINE.search(line)]
     return code, out, lines

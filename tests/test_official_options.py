@@ -405,7 +405,7 @@ def test_without_dataroot_the_official_cityscapes_folder_is_used_and_said_first(
 
 def test_without_dataroot_or_cityscapes_folder_the_synthetic_city_is_said_first(
         city, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train, "SYNTHETIC_CITY", str(city))  # already written, tiny
+    monkeypatch.setattr(runs, "SYNTHETIC_CITY", str(city))  # already written, tiny
     with contextlib.chdir(tmp_path):
         code, out, err = run_command(train.main, [*TINY, "--max_iters", "1"], capsys)
     assert code == 0, err
