@@ -542,6 +542,15 @@ def open_model(opt, need_encoder=True):
                                              needed=model.E is not None)
 
 
+def read_clusters(opt, model, cluster_file, optional=False):
+    """The run's cluster file, made for its E (unless --allow_other_clusters); with
+    ``optional``, None for a run without E or without a cluster file."""
+    if optional and (model.E is None or not (opt.cluster_file or cluster_file.is_file())):
+        return None
+    return infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
+                               runs.fingerprint(model.E), opt.allow_other_clusters)
+
+
 def command_encode(opt):
     model, cluster_file = open_model(opt)
     runs.check_output_folder(cluster_file.parent, "--cluster_file")
@@ -649,8 +658,7 @@ def prepare(opt):
         return None
     at = parse_at(opt.at, label_file, model.opt) if opt.at else None
     instance_id = select_instance(inst, opt.instance_id, opt.instance, at, label_file)
-    clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
-                                   runs.fingerprint(model.E), opt.allow_other_clusters)
+    clusters = read_clusters(opt, model, cluster_file)
     c = data.instance_class(instance_id)
     centers = class_clusters(clusters, c, cluster_file)
     features = base_features(model, inst, image, clusters, opt.seed)
@@ -718,10 +726,7 @@ def command_edit(opt):
     if not Path(opt.dataroot).is_dir():
         raise UserError(f"--dataroot {opt.dataroot}: no such folder; pass a dataset root")
     model, cluster_file = open_model(opt, need_encoder=False)
-    clusters = None
-    if model.E is not None and (opt.cluster_file or cluster_file.is_file()):
-        clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
-                                       runs.fingerprint(model.E), opt.allow_other_clusters)
+    clusters = read_clusters(opt, model, cluster_file, optional=True)
     session = editor.Editor(model, opt.dataroot, opt.phase, clusters, out, opt.seed)
     if opt.latency:
         H, W = session.state.label.shape

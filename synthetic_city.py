@@ -661,8 +661,7 @@ def command_write(opt):
 
 def command_evaluate(opt):
     model, cluster_file = manipulate.open_model(opt)
-    clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
-                                   runs.fingerprint(model.E), opt.allow_other_clusters)
+    clusters = manipulate.read_clusters(opt, model, cluster_file)
     with torch.inference_mode():
         report = evaluate(model, opt.dataroot, clusters, opt.classes.split(","), opt.min_area,
                           opt.seed, opt.n_restyle, opt.how_many)
@@ -677,10 +676,7 @@ def command_edits(opt):
                              "a synthetic city (python synthetic_city.py write ROOT)")
     new_class = manipulate.class_id(opt.relabel_to)
     model, cluster_file = manipulate.open_model(opt, need_encoder=False)
-    clusters = None
-    if model.E is not None and (opt.cluster_file or cluster_file.is_file()):
-        clusters = infer.load_clusters(cluster_file, model.opt.feat_num, model.opt.label_nc,
-                                       runs.fingerprint(model.E), opt.allow_other_clusters)
+    clusters = manipulate.read_clusters(opt, model, cluster_file, optional=True)
     with torch.inference_mode():
         report = measure_edits(model, opt.dataroot, clusters, opt.n_images, opt.seed, new_class)
     print_edits(report, new_class)
