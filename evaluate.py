@@ -471,8 +471,8 @@ def command_segmenter(opt):
 def command_score(opt):
     if opt.segmenter is None and not opt.fid:
         raise UserError("nothing to measure: pass --segmenter FILE, --fid, or both")
-    device = runs.pick_device(opt.device)
-    model, synthesize, what = scored_images(opt, device)
+    model, synthesize, what = scored_images(opt)
+    device = model.device
     segmenter = inception = None
     if opt.segmenter:
         segmenter = load_segmenter(opt.segmenter, opt.segmenter_arch,
@@ -486,25 +486,18 @@ def command_score(opt):
         Path(opt.json).write_text(json.dumps({"what": what, **report}, indent=2) + "\n")
 
 
-def scored_images(opt, device):
+def scored_images(opt):
     """(the model, the images to score, a name for them): a run's G (or NVIDIA's), its untrained
     twin (seeded with --seed), or the real photos read as the model reads its data."""
-    given = runs.given_architecture(opt)
-    if opt.official_checkpoint:
-        if opt.untrained:
-            raise UserError("--untrained needs a run of ours (--name): an official checkpoint "
-                            "has no recorded initialisation")
-        model = infer.load_official_model(opt.official_checkpoint, given.get("netG"),
-                                          given.get("ngf"), given.get("label_nc", 35), device,
-                                          opt.amp)
-        opt.name = Path(opt.official_checkpoint).parent.name or "official"
-    elif opt.name is None:
+    if opt.official_checkpoint and opt.untrained:
+        raise UserError("--untrained needs a run of ours (--name): an official checkpoint "
+                        "has no recorded initialisation")
+    if not opt.official_checkpoint and opt.name is None:
         raise UserError("--name: the run whose images (or whose data size, with --real) to "
                         "score, or --official_checkpoint PATH")
-    else:
-        model = infer.load_run(Path(opt.checkpoints_dir) / opt.name, opt.which_epoch, device,
-                               opt.amp, given.get("label_nc", 35))
-        runs.check_architecture(given, model.opt, model.source)
+    model, _ = infer.open_generator(opt)
+    if opt.official_checkpoint:
+        opt.name = Path(opt.official_checkpoint).parent.name or "official"
     if opt.real:
         return model, real_photos, f"real photos ({opt.phase})"
     if opt.segmenter and model.opt.label_nc != CITYSCAPES_LABEL_NC:

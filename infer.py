@@ -784,7 +784,8 @@ def check_command(opt):
 
 
 def open_generator(opt):
-    """(the model, the folder of its run or file), with --loadSize / --resize_or_crop."""
+    """(the model, the folder of its run or file), with --loadSize / --resize_or_crop where the
+    command has them."""
     device = runs.pick_device(opt.device)
     given = runs.given_architecture(opt)
     if opt.official_checkpoint:
@@ -796,7 +797,7 @@ def open_generator(opt):
         model = load_run(run_dir, opt.which_epoch, device, opt.amp, given.get("label_nc", 35))
         runs.check_architecture(given, model.opt, model.source)
     for option in ("loadSize", "fineSize", "resize_or_crop"):
-        if getattr(opt, option) is not None:
+        if getattr(opt, option, None) is not None:
             setattr(model.opt, option, getattr(opt, option))
     if model.opt.resize_or_crop not in data.RESIZE_OR_CROP:
         raise UserError(f"{model.source}: resize_or_crop {model.opt.resize_or_crop} is not one "
