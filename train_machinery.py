@@ -716,8 +716,19 @@ class Validation:
     def score(self, state, bar, tensorboard=None):
         if not self.procs.is_main:
             return
-        report = evaluate.score_split(functools.partial(self.synthesize, state), self.dataset,
-                                      self.segmenter, how_many=self.opt.val_how_many)
+        # G (and E) as infer.py runs them: in eval mode, so that dropout is off and batch norm
+        # uses, and leaves untouched, its running statistics; train mode again afterwards.
+        model = infer.Model(state.G, state.E, self.opt, self.procs.device, self.procs.use_amp,
+                            "training")
+        nets = [net for net in (state.G, state.E) if net is not None]
+        for net in nets:
+            net.eval()
+        try:
+            report = evaluate.score_split(evaluate.model_synthesizer(model), self.dataset,
+                                          self.segmenter, how_many=self.opt.val_how_many)
+        finally:
+            for net in nets:
+                net.train()
         append_row(self.log, [state.epoch, state.iteration, f"{report['mIoU']:.6g}",
                               f"{report['accuracy']:.6g}"])
         bar.write(f"(epoch {state.epoch}, iteration {state.iteration}) validation on "
@@ -726,17 +737,6 @@ class Validation:
         if tensorboard is not None:  # --tf_log: beside the losses, by iteration
             for key in ("mIoU", "accuracy"):
                 tensorboard.add_scalar(f"validation/{key}", report[key], state.iteration)
-
-    @torch.inference_mode()
-    def synthesize(self, state, label, inst, photo):
-        device, opt = self.procs.device, self.opt
-        with self.procs.autocast():
-            x = data.generator_input(label.to(device), inst.to(device), opt.label_nc,
-                                     opt.no_instance)
-            if state.E is not None:
-                regions = runs.feature_regions(opt, label, inst).to(device)
-                x = torch.cat([x, state.E(photo.to(device), regions)], dim=1)
-            return state.G(x).float()
 
 
 def save_sample_grid(path, s, fake, x, label_nc):

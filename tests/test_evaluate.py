@@ -7,6 +7,7 @@ segmenter, a trained model scoring above its untrained twin, and validation duri
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ from torch import nn
 import ablations
 import data
 import evaluate
+import runs
 import train
+import train_machinery
 from conftest import TINY_FEAT, run_command
 
 
@@ -207,6 +210,25 @@ def test_validation_during_training_logs_the_score_beside_the_losses(feature_run
         assert [e.step for e in logged] == [24, 48]
         assert [e.value for e in logged] == pytest.approx(
             [float(r.split(",")[column]) for r in rows[1:]], rel=1e-5)
+
+
+def test_validation_runs_g_in_eval_mode_and_leaves_batch_norm_statistics_alone(
+        feature_run, segmenter_file, tmp_path, capsys):
+    """With --norm batch, scoring in train mode would use the split's batch statistics and fold
+    them into the running ones: validation would change the model it measures."""
+    opt = train.build_parser().parse_args([
+        "--dataroot", str(feature_run["city"]), "--instance_feat", "--norm", "batch",
+        "--val_freq", "1", "--val_segmenter", str(segmenter_file), *TINY_FEAT])
+    torch.manual_seed(0)
+    G, _, E = runs.build_networks(opt)
+    before = {k: v.clone() for k, v in {**G.state_dict(), **E.state_dict()}.items()}
+    procs = SimpleNamespace(is_main=True, device=torch.device("cpu"), use_amp=False)
+    validation = train_machinery.Validation(opt, procs, tmp_path)
+    validation.score(SimpleNamespace(G=G, E=E, epoch=1, iteration=1), SimpleNamespace(write=print))
+    assert "validation on 3 test images" in capsys.readouterr().out
+    after = {**G.state_dict(), **E.state_dict()}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running statistics too
+    assert G.training and E.training  # back to training
 
 
 def test_the_ablation_script_trains_and_scores_every_variant_from_every_seed(
