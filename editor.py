@@ -419,12 +419,12 @@ def class_centres(editor, instance_id):
 
 def label_picture(label, inst, selected=None):
     """The label map in the Cityscapes colours, instance boundaries darkened (two cars side by
-    side stay two) and the selected instance lightened as ``manipulate.highlight`` does."""
-    picture = np.asarray(data.label_to_image(torch.from_numpy(label)[None], 35)).astype(np.float32)
-    if selected is not None:
-        mask = inst == selected
-        picture[mask] = 0.4 * picture[mask] + 0.6 * 255
-    edge = data.instance_boundaries(torch.from_numpy(inst)[None, None])[0, 0].numpy() > 0
+    side stay two) and the selected instance lightened (``manipulate.highlight``)."""
+    label, inst = torch.from_numpy(label)[None, None], torch.from_numpy(inst)[None, None]
+    picture = (manipulate.highlight(label, inst, selected, 35) if selected is not None
+               else data.label_to_image(label[0], 35))
+    picture = np.asarray(picture).astype(np.float32)
+    edge = data.instance_boundaries(inst)[0, 0].numpy() > 0
     picture[edge] *= 0.55
     return Image.fromarray(picture.astype(np.uint8))
 
